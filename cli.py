@@ -1,0 +1,292 @@
+"""The `zoo` command line (installed as `zoo.cli`; `zoo/cli.py` links to this file).
+
+torch is imported only inside commands, so `zoo --help` stays fast. Every failure a
+user can cause ends as one line on stderr and a non-zero exit: 2 for usage errors,
+1 for failures, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import json
+import sys
+import typing
+from typing import Any
+
+import click
+
+from zoo.errors import UsageError, ZooError
+
+# Commands that live beside the code they drive; imported only when invoked or listed.
+LAZY_COMMANDS: dict[str, str] = {
+    "export": "zoo.export.commands:export_command",
+    "verify": "zoo.export.commands:verify_command",
+    "sample": "zoo.usage:sample_command",
+    "predict": "zoo.usage:predict_command",
+    "weights": "zoo.weights_cli:weights_group",
+    "evaluate": "zoo.usage:evaluate_command",
+}
+
+
+class OneLineError(click.ClickException):
+    """Shown as `error: ...` with no usage block."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _available_lazy() -> dict[str, str]:
+    out = {}
+    for name, target in LAZY_COMMANDS.items():
+        module = target.split(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is not installed
+            found = False
+        if found:
+            out[name] = target
+    return out
+
+
+class ZooGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_available_lazy()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        target = _available_lazy().get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise OneLineError(exc.format_message(), 2) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ZooError as exc:
+            raise OneLineError(str(exc), exc.exit_code) from None
+        except click.UsageError as exc:
+            raise OneLineError(exc.format_message(), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise OneLineError("interrupted", 130) from None
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="zoo", prog_name="zoo")
+def cli() -> None:
+    """zoo: train PyTorch models from plugins, export them to TorchScript, ONNX and
+    .pt2, and prove the exported files compute what PyTorch computes."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point. Commands may return an int exit status."""
+    try:
+        rv = cli.main(args=argv, prog_name="zoo", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# --------------------------------------------------------------------------- list / info
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list instead of a table")
+def list_command(as_json: bool) -> None:
+    """Every installed plugin, where it comes from, and whether it loads."""
+    from zoo import _registry
+
+    rows = []
+    for name, entry in _registry.discover().items():
+        p = entry.plugin
+        rows.append(
+            {
+                "name": name,
+                "summary": p.summary if p else "",
+                "task": p.task if p else "",
+                "distribution": entry.distribution,
+                "version": entry.version,
+                "entry_point": entry.value,
+                "status": entry.status,
+                "error": entry.error,
+                "default_dataset": p.default_dataset if p else None,
+                "export_targets": [t.name for t in p.export_targets] if p else [],
+                "weights": [w.name for w in p.weights] if p else [],
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no plugins installed (entry-point group 'zoo.plugins')")
+        return
+    header = ("NAME", "STATUS", "FROM", "TASK", "DATA", "TARGETS", "SUMMARY")
+    table = [header]
+    for r in rows:
+        table.append(
+            (
+                r["name"],
+                r["status"],
+                f"{r['distribution']} {r['version']}",
+                r["task"] or "-",
+                r["default_dataset"] or "-",
+                ",".join(r["export_targets"]) or "-",
+                r["summary"] if r["status"] == "ok" else f"error: {r['error']}",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]))
+
+
+@cli.command("info")
+@click.argument("plugin_name", metavar="PLUGIN")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def info_command(plugin_name: str, as_json: bool) -> None:
+    """Hyperparameters, datasets, weights and export targets of PLUGIN."""
+    from zoo import _registry
+    from zoo.describe import describe
+
+    d = describe(_registry.get_plugin(plugin_name))
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+        return
+    click.echo(f"{d['name']} ({d['distribution']} {d['version']}): {d['summary']}")
+    click.echo(f"task: {d['task']}    reference: {d['reference']}")
+    click.echo(f"datasets: {', '.join(d['datasets'])} (default: {d['default_dataset']})")
+    click.echo("hyperparameters:")
+    for h in d["hyperparameters"]:
+        choices = f" {{{'|'.join(map(str, h['choices']))}}}" if "choices" in h else ""
+        click.echo(f"  {h['option']:<16} {h['type']:<6} default {h['default']!s:<8}{choices}  {h['help']}")
+    click.echo("weights:" + ("" if d["weights"] else " none"))
+    for w in d["weights"]:
+        alias = "  (DEFAULT)" if w["name"] == d["default_weights"] else ""
+        click.echo(f"  {w['name']}{alias}  sha256 {w['sha256'][:12]}  {w['source']}")
+    click.echo("export targets:" + ("" if d["export_targets"] else " none"))
+    for t in d["export_targets"]:
+        ins = ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in t["inputs"])
+        outs = ", ".join(f"{o['name']} {o.get('dtype', '')}{o.get('shape', '')}" for o in t["outputs"])
+        click.echo(f"  {t['name']}: {ins} -> {outs}" + (f"    ({t['description']})" if t["description"] else ""))
+
+
+# --------------------------------------------------------------------------- train
+
+GENERIC_HPARAMS = ("epochs", "batch_size", "lr")
+
+
+def _click_type(kind: Any, choices: Any) -> Any:
+    if choices:
+        return click.Choice([str(c) for c in choices])
+    return {int: click.INT, float: click.FLOAT, str: click.STRING}.get(kind, click.STRING)
+
+
+def hparam_options(plugin: Any) -> list[click.Option]:
+    """One real click option per config field, with its type, default and help.
+    Defaults stay None so only what the user typed overrides a resumed config."""
+    hints = typing.get_type_hints(plugin.config_class)
+    options = []
+    for f in dataclasses.fields(plugin.config_class):
+        if f.name in GENERIC_HPARAMS:
+            continue
+        kind = hints.get(f.name, str)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            options.append(
+                click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=f"{help_text} [default: {'on' if f.default else 'off'}]")
+            )
+        else:
+            options.append(
+                click.Option([flag, f.name], type=_click_type(kind, f.metadata.get("choices")), default=None, help=f"{help_text} [default: {f.default}]")
+            )
+    return options
+
+
+class TrainCommand(click.Command):
+    """`zoo train PLUGIN ...`: the plugin's hyperparameters become options once the
+    plugin is known, so `zoo train vae --help` shows them with types and defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.base_params = list(self.params)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from zoo import _registry
+
+        self.params = list(self.base_params)
+        name = next((a for a in args if not a.startswith("-")), None)
+        plugin = None
+        if name is not None:
+            plugin = _registry.get_plugin(name)
+            self.params += hparam_options(plugin)
+            defaults = plugin.config()
+            for p in self.params:
+                if p.name in GENERIC_HPARAMS and isinstance(p, click.Option):
+                    p.help = (p.help or "").split(" [default")[0] + f" [default: {getattr(defaults, p.name)}]"
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if plugin is None:
+                raise
+            valid = ", ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(plugin.config_class))
+            raise UsageError(f"{exc.format_message()}; hyperparameters of {plugin.name}: {valid}") from None
+
+
+@cli.command("train", cls=TrainCommand, context_settings={"show_default": False})
+@click.argument("plugin_name", metavar="PLUGIN")
+@click.option("--epochs", type=click.INT, default=None, help="passes over the training split")
+@click.option("--max-steps", type=click.INT, default=None, help="stop after this many optimisation steps in all")
+@click.option("--batch-size", "batch_size", type=click.INT, default=None, help="samples per step")
+@click.option("--lr", type=click.FLOAT, default=None, help="learning rate")
+@click.option("--data", default=None, help="dataset: digits, mnist:PATH, cifar10:PATH, folder:PATH, pix2pix:PATH [default: the plugin's]")
+@click.option("--download", is_flag=True, help="download the dataset if it is missing (mnist; needs internet)")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--seed", type=click.INT, default=0, show_default=True, help="seed for weights, batch order and noise")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="run directory [default: a new runs/PLUGIN/NNN]")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from a last.pt checkpoint")
+@click.option("--weights", default=None, help="initialise from pretrained weights: a NAME of the plugin's table or a file PATH")
+@click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True, help="progress display")
+def train_command(plugin_name: str, max_steps: int | None, data: str | None, download: bool, device: str, seed: int,
+                  out: str | None, resume: str | None, weights: str | None, progress: str, **hparams: Any) -> None:
+    """Train PLUGIN; writes last.pt, config.json and metrics.jsonl to the run directory.
+
+    The plugin's own hyperparameters are options too: see `zoo train PLUGIN --help`."""
+    from zoo import _registry, checkpoint, engine
+
+    plugin = _registry.get_plugin(plugin_name)
+    given = {k: v for k, v in hparams.items() if v is not None}
+    if resume is not None:
+        state = checkpoint.load(resume, plugin=plugin.name)
+        base = dict(state["config"])
+        changed = sorted(k for k in given if k not in ("epochs",) and given[k] != base.get(k))
+        if changed:
+            raise UsageError(f"--resume keeps the checkpoint's hyperparameters; only --epochs may change (got {', '.join('--' + c.replace('_', '-') for c in changed)})")
+        base.update(given)
+        config = engine.config_from_dict(plugin, base)
+    else:
+        config = engine.config_from_dict(plugin, given)
+    result = engine.train(plugin, config, data=data, device=device, seed=seed, out=out, resume=resume,
+                          max_steps=max_steps, weights=weights, download=download, progress=progress)
+    click.echo(f"wrote {result.out_dir} (checkpoint {result.checkpoint})")
+
+
+if __name__ == "__main__":
+    main()

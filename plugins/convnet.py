@@ -1,0 +1,99 @@
+"""The MNIST convolutional network of the course notes.
+
+conv 32@5x5 -> max-pool 3 -> ReLU -> conv 64@5x5 -> max-pool 2 -> ReLU -> fc 256->200
+-> ReLU -> fc 200->10, with optional batch norm after each convolution (CONV-BN-ReLU,
+Ioffe & Szegedy 2015) and optional dropout before the classifier (Srivastava et al.
+2014). Trained with cross-entropy; reports validation accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, hparam
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+@dataclass
+class ConvNetConfig(TrainConfig):
+    epochs: int = hparam(10, "passes over the training split (course notes: 10 epochs)")
+    batch_size: int = hparam(64, "samples per step (course notes: minibatches of 64)")
+    lr: float = hparam(1e-3, "Adam learning rate (Kingma & Ba 2015 default 1e-3)")
+    batch_norm: bool = hparam(False, "batch norm after each convolution, CONV-BN-ReLU (Ioffe & Szegedy 2015)")
+    dropout: float = hparam(0.0, "dropout probability before the classifier; 0.5 in Srivastava et al. 2014")
+    hidden: int = hparam(200, "units of the hidden fully connected layer (course notes: 200)")
+
+
+class ConvNet(nn.Module):
+    def __init__(self, config: ConvNetConfig):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=5)
+        self.bn1 = nn.BatchNorm2d(32) if config.batch_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=5)
+        self.bn2 = nn.BatchNorm2d(64) if config.batch_norm else nn.Identity()
+        self.fc1 = nn.Linear(64 * 2 * 2, config.hidden)
+        self.dropout = nn.Dropout(config.dropout)
+        self.fc2 = nn.Linear(config.hidden, NUM_CLASSES)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = F.relu(F.max_pool2d(self.bn1(self.conv1(image)), 3))  # (N, 32, 24, 24) -> (N, 32, 8, 8)
+        x = F.relu(F.max_pool2d(self.bn2(self.conv2(x)), 2))  # (N, 64, 4, 4) -> (N, 64, 2, 2)
+        x = F.relu(self.fc1(torch.flatten(x, 1)))  # (N, 256) -> (N, hidden)
+        return self.fc2(self.dropout(x))  # (N, 10) logits
+
+
+class ConvNetTrainer(Trainer):
+    def configure_optimizers(self):
+        return {"adam": torch.optim.Adam(self.model.parameters(), lr=self.config.lr)}
+
+    def train_step(self, batch, optimizers, step):
+        logits = self.model(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        opt = optimizers["adam"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach()}
+
+    def evaluate(self, batches):
+        correct, total, loss = 0, 0, 0.0
+        for batch in batches:
+            logits = self.model(batch["image"])
+            loss += float(F.cross_entropy(logits, batch["label"], reduction="sum"))
+            correct += int((logits.argmax(1) == batch["label"]).sum())
+            total += batch["label"].shape[0]
+        return {"val_accuracy": correct / total, "val_loss": loss / total}
+
+
+def _image_input(config: ConvNetConfig, batch: int, gen: torch.Generator) -> tuple[torch.Tensor]:
+    return (torch.rand(batch, 1, IMAGE_SIZE, IMAGE_SIZE, generator=gen),)
+
+
+plugin = Plugin(
+    name="convnet",
+    summary="MNIST CNN of the course notes (conv32-pool3-conv64-pool2-fc200), optional BN and dropout",
+    task="classification",
+    config_class=ConvNetConfig,
+    build=ConvNet,
+    trainer_class=ConvNetTrainer,
+    data_request=lambda config: DataRequest(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0)),
+    default_dataset="digits",
+    datasets=("digits", "mnist"),
+    export_targets=(
+        ExportTarget(
+            name="classifier",
+            module=lambda model: model,
+            inputs=(TensorSpec("image", range="pixels in [0, 1], 1x28x28, white digit on black", value_range=(0.0, 1.0)),),
+            outputs=(TensorSpec("logits", range="unnormalised class scores for digits 0-9; softmax gives probabilities"),),
+            example_inputs=_image_input,
+            description="image -> logits over the 10 digits",
+        ),
+    ),
+    reference="course notes MNIST CNN; LeCun et al. 1998",
+)

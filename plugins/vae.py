@@ -1,0 +1,177 @@
+"""Variational autoencoder (Kingma & Welling, 2014, "Auto-Encoding Variational Bayes").
+
+The model of pytorch/examples `vae/main.py`: a 784-400-20 encoder with mean and
+log-variance heads, a 20-400-784 decoder with a sigmoid output, trained on summed
+binary cross-entropy plus the KL divergence. Layer names match that example
+(`fc1`, `fc21`, `fc22`, `fc3`, `fc4`), so its saved state dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, hparam
+
+IMAGE_SIZE = 28  # MNIST geometry: the example flattens 1x28x28 images into 784 inputs
+PIXELS = IMAGE_SIZE * IMAGE_SIZE
+
+
+@dataclass
+class VAEConfig(TrainConfig):
+    epochs: int = hparam(10, "passes over the training split (pytorch/examples vae: --epochs 10)")
+    batch_size: int = hparam(128, "samples per step (pytorch/examples vae: --batch-size 128)")
+    lr: float = hparam(1e-3, "Adam learning rate (pytorch/examples vae: optim.Adam(lr=1e-3))")
+    hidden: int = hparam(400, "hidden units of encoder and decoder (pytorch/examples vae: 400)")
+    latent_dim: int = hparam(20, "size of the latent code z (pytorch/examples vae: 20)")
+
+
+class VAE(nn.Module):
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.latent_dim = config.latent_dim
+        self.fc1 = nn.Linear(PIXELS, config.hidden)
+        self.fc21 = nn.Linear(config.hidden, config.latent_dim)  # mean head
+        self.fc22 = nn.Linear(config.hidden, config.latent_dim)  # log-variance head
+        self.fc3 = nn.Linear(config.latent_dim, config.hidden)
+        self.fc4 = nn.Linear(config.hidden, PIXELS)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.relu(self.fc1(x.reshape(x.shape[0], PIXELS)))  # (N, 784) -> (N, hidden)
+        return self.fc21(h), self.fc22(h)  # (N, latent) each
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc3(z))
+        return torch.sigmoid(self.fc4(h)).reshape(z.shape[0], 1, IMAGE_SIZE, IMAGE_SIZE)  # (N, 1, 28, 28)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.encode(x)
+        std = torch.exp(0.5 * log_variance)
+        # The reparameterisation trick; `eps` may be passed in so evaluation is deterministic.
+        eps = torch.randn_like(std) if eps is None else eps
+        return self.decode(mean + eps * std), mean, log_variance
+
+
+class Encoder(nn.Module):
+    """image -> (mean, log_variance): the deterministic half of the encoder."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.encode(image)
+
+
+class Decoder(nn.Module):
+    """z -> image in [0, 1]: the generator; sample z ~ N(0, I) outside the graph."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z)
+
+
+def loss_function(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed BCE and KL divergence (Kingma & Welling, Appendix B), as in pytorch/examples."""
+    bce = F.binary_cross_entropy(recon.reshape(-1, PIXELS), x.reshape(-1, PIXELS), reduction="sum")
+    kld = -0.5 * torch.sum(1 + log_variance - mean.pow(2) - log_variance.exp())
+    return bce, kld
+
+
+class VAETrainer(Trainer):
+    def configure_optimizers(self):
+        return {"adam": torch.optim.Adam(self.model.parameters(), lr=self.config.lr)}
+
+    def train_step(self, batch, optimizers, step):
+        x = batch["image"]
+        recon, mean, log_variance = self.model(x)
+        bce, kld = loss_function(recon, x, mean, log_variance)
+        loss = bce + kld
+        opt = optimizers["adam"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n = x.shape[0]
+        # Per-sample values, so numbers compare across batch sizes.
+        return {"loss": loss.detach() / n, "bce": bce.detach() / n, "kld": kld.detach() / n}
+
+    def evaluate(self, batches):
+        # Fixed noise for the reparameterisation, so val_loss is reproducible and
+        # evaluation never consumes the training random stream.
+        gen = torch.Generator().manual_seed(0)
+        total, n = 0.0, 0
+        for batch in batches:
+            x = batch["image"]
+            eps = torch.randn(x.shape[0], self.model.latent_dim, generator=gen).to(x.device)
+            recon, mean, log_variance = self.model(x, eps)
+            bce, kld = loss_function(recon, x, mean, log_variance)
+            total += float(bce + kld)
+            n += x.shape[0]
+        return {"val_loss": total / n}
+
+    def sample_grid(self, generator, val_batch):
+        from torchvision.utils import make_grid
+
+        z = torch.randn(64, self.model.latent_dim, generator=generator).to(self.device)
+        return make_grid(self.model.decode(z), nrow=8, padding=2)
+
+
+def _image_input(config: VAEConfig, batch: int, gen: torch.Generator) -> tuple[torch.Tensor]:
+    return (torch.rand(batch, 1, IMAGE_SIZE, IMAGE_SIZE, generator=gen),)
+
+
+def _latent_input(config: VAEConfig, batch: int, gen: torch.Generator) -> tuple[torch.Tensor]:
+    return (torch.randn(batch, config.latent_dim, generator=gen),)
+
+
+IMAGE_RANGE = "pixels in [0, 1], white digit on black"
+
+
+def _sample_inputs(config: VAEConfig, n: int, label: int | None, gen: torch.Generator) -> tuple[torch.Tensor]:
+    if label is not None:
+        from zoo.errors import UsageError
+
+        raise UsageError("vae is not conditional: --label does not apply")
+    return (torch.randn(n, config.latent_dim, generator=gen),)
+
+plugin = Plugin(
+    name="vae",
+    summary="Variational autoencoder of pytorch/examples (784-400-20), trained on digits",
+    task="generative",
+    config_class=VAEConfig,
+    build=VAE,
+    trainer_class=VAETrainer,
+    data_request=lambda config: DataRequest(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0)),
+    default_dataset="digits",
+    datasets=("digits", "mnist"),
+    export_targets=(
+        ExportTarget(
+            name="decoder",
+            module=Decoder,
+            inputs=(TensorSpec("z", range="standard normal noise N(0, I)"),),
+            outputs=(TensorSpec("image", range=IMAGE_RANGE, value_range=(0.0, 1.0)),),
+            example_inputs=_latent_input,
+            description="latent code -> image",
+        ),
+        ExportTarget(
+            name="encoder",
+            module=Encoder,
+            inputs=(TensorSpec("image", range=IMAGE_RANGE, value_range=(0.0, 1.0)),),
+            outputs=(
+                TensorSpec("mean"),
+                TensorSpec("log_variance"),
+            ),
+            example_inputs=_image_input,
+            description="image -> mean and log-variance of q(z|x)",
+        ),
+    ),
+    reference="Kingma & Welling 2014; pytorch/examples vae/main.py",
+    sample_target="decoder",
+    sample_inputs=_sample_inputs,
+)

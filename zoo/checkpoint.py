@@ -1,0 +1,105 @@
+"""Checkpoints that can be trusted: written atomically, loaded without unpickling code.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
+`torch.load(weights_only=True)` reads it; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from zoo.errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write through a temp file in the same directory, then `os.replace`: a reader (or a
+    crash) sees either the old file or the complete new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    import torch
+
+    state = {"format_version": FORMAT_VERSION, **state}
+    return atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2) + "\n"), mode="w")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load(path: str | os.PathLike, plugin: str | None = None, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a zoo checkpoint safely; with `plugin`, refuse one written by another plugin."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any global it does not know: the file wanted to build
+        # arbitrary objects (or run code), which zoo never writes.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is refused: it holds objects that are not plain tensors ({first[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    if not isinstance(state, dict) or "model" not in state or "plugin" not in state:
+        raise CheckpointError(f"{path} is not a zoo training checkpoint (no 'plugin'/'model' entries)")
+    if plugin is not None and state["plugin"] != plugin:
+        raise CheckpointError(f"checkpoint {path} was written by plugin {state['plugin']!r}, not {plugin!r}")
+    return state
+
+
+def load_state_dict_strict(module: Any, state_dict: dict[str, Any], what: str = "state dict") -> None:
+    """`load_state_dict(strict=True)` with one readable message listing missing,
+    unexpected and shape-mismatched keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and hasattr(state_dict[k], "shape") and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(f"{what} does not fit this model: " + "; ".join(parts))
+    module.load_state_dict(state_dict, strict=True)
