@@ -59,3 +59,46 @@ def registry_plugins() -> list[str]:
     from zoo import list_plugins
 
     return list_plugins()
+
+
+@pytest.fixture
+def install_dist(tmp_path, monkeypatch):
+    """Install a third-party distribution the way pip would leave it: a module and a
+    `*.dist-info` with `entry_points.txt`, on a temporary sys.path entry."""
+    import sys
+
+    from zoo import _registry
+
+    site = tmp_path / "site-packages"
+    site.mkdir(exist_ok=True)
+    monkeypatch.syspath_prepend(str(site))
+    added: list[str] = []
+
+    def install(dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
+        for name, source in modules.items():
+            (site / f"{name}.py").write_text(source)
+            added.append(name)
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[zoo.plugins]\n{lines}\n")
+        _registry._cache = None  # the next lookup scans sys.path again
+        return site
+
+    yield install
+    for name in added:
+        sys.modules.pop(name, None)
+    monkeypatch.undo()
+    _registry._cache = None
+
+
+def readme_block(language: str, marker: str) -> str:
+    """The first ```language block of README.md whose text contains `marker`."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for block in re.findall(rf"```{language}\n(.*?)```", text, flags=re.S):
+        if marker in block:
+            return block
+    raise AssertionError(f"README.md has no {language} block containing {marker!r}")

@@ -68,13 +68,19 @@ def load(path: str | os.PathLike, plugin: str | None = None, map_location: Any =
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    import warnings
+
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol chatter would break the one-line error
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses any global it does not know: the file wanted to build
-        # arbitrary objects (or run code), which zoo never writes.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is refused: it holds objects that are not plain tensors ({first[:160]})") from None
+        # weights_only refuses any global or opcode it does not know: the file wants to
+        # build arbitrary objects (or run code), which zoo never writes, or it is garbage.
+        raise CheckpointError(
+            f"checkpoint {path} is refused: it is corrupt or holds objects that are not plain tensors"
+            f" ({_unpickler_detail(exc)})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     if not isinstance(state, dict) or "model" not in state or "plugin" not in state:
@@ -82,6 +88,15 @@ def load(path: str | os.PathLike, plugin: str | None = None, map_location: Any =
     if plugin is not None and state["plugin"] != plugin:
         raise CheckpointError(f"checkpoint {path} was written by plugin {state['plugin']!r}, not {plugin!r}")
     return state
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return rest[:160]
+    return (lines[0] if lines else type(exc).__name__)[:160]
 
 
 def load_state_dict_strict(module: Any, state_dict: dict[str, Any], what: str = "state dict") -> None:

@@ -202,6 +202,8 @@ def train(
     dev = devices.resolve(device)
 
     state = checkpoint.load(resume, plugin=plugin.name) if resume is not None else None
+    if state is not None:
+        seed = int(state.get("seed", seed))  # fixed sample noise and init follow the original run
     seed_everything(seed)
 
     from zoo import data as zdata
@@ -307,6 +309,7 @@ def train(
                         "zoo_version": zoo_version(),
                         "config": config_to_dict(config),
                         "data": spec,
+                        "seed": seed,
                         "epoch": epoch,
                         "step": step,
                         "model": model.state_dict(),
