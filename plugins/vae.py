@@ -36,6 +36,7 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.latent_dim = config.latent_dim
+        self.image_size = IMAGE_SIZE  # an attribute: TorchScript cannot read module globals
         self.fc1 = nn.Linear(PIXELS, config.hidden)
         self.fc21 = nn.Linear(config.hidden, config.latent_dim)  # mean head
         self.fc22 = nn.Linear(config.hidden, config.latent_dim)  # log-variance head
@@ -43,12 +44,12 @@ class VAE(nn.Module):
         self.fc4 = nn.Linear(config.hidden, PIXELS)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.relu(self.fc1(x.reshape(x.shape[0], PIXELS)))  # (N, 784) -> (N, hidden)
+        h = F.relu(self.fc1(x.reshape(x.shape[0], self.fc1.in_features)))  # (N, 784) -> (N, hidden)
         return self.fc21(h), self.fc22(h)  # (N, latent) each
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.fc3(z))
-        return torch.sigmoid(self.fc4(h)).reshape(z.shape[0], 1, IMAGE_SIZE, IMAGE_SIZE)  # (N, 1, 28, 28)
+        return torch.sigmoid(self.fc4(h)).reshape(z.shape[0], 1, self.image_size, self.image_size)  # (N, 1, 28, 28)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, log_variance = self.encode(x)
