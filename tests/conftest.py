@@ -11,6 +11,12 @@ from click.testing import CliRunner
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+# Read before the per-test isolation below replaces ZOO_HOME: the user's own build cache.
+_USER_BUILD_CACHE = Path(
+    os.environ.get("ZOO_BUILD_CACHE")
+    or Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo") / "build"
+).expanduser()
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
@@ -19,6 +25,16 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_RUNS", str(tmp_path / "runs"))
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture(scope="session")
+def build_cache() -> Path:
+    """Where the C++ runner is built and the Node runner installed: the same cache
+    `zoo verify` uses (`$ZOO_BUILD_CACHE`, else `$ZOO_HOME/build`, else
+    ~/.cache/zoo/build). Builds are keyed by a hash of their sources and toolchain, so
+    sharing it across test sessions is safe and spares a minute-long build each run."""
+    _USER_BUILD_CACHE.mkdir(parents=True, exist_ok=True)
+    return _USER_BUILD_CACHE
 
 
 @pytest.fixture(scope="session")

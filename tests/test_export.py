@@ -668,12 +668,6 @@ def test_exports_into_one_directory_merge(zoo, tmp_path):
 # --------------------------------------------------------------------------- native runtimes (zoo.export.runtimes)
 
 
-@pytest.fixture(scope="module")
-def build_cache(tmp_path_factory):
-    env = os.environ.get("ZOO_BUILD_CACHE")
-    return Path(env) if env else tmp_path_factory.mktemp("zoo-build")
-
-
 @pytest.mark.slow
 def test_verify_in_native_runtimes(zoo, tmp_path, build_cache, monkeypatch):
     """`zoo verify --runtime all`: TorchScript in zoo-run (C++), ONNX in Node, beside Python."""
