@@ -1,0 +1,414 @@
+"""`zoo weights`: list, download, import and export pretrained weights.
+
+`cli.py` imports this module only when `zoo weights` runs; torch is imported inside
+the commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.errors import CheckpointError, UsageError
+
+
+@click.group("weights")
+def weights_group() -> None:
+    """Pretrained weights: list the tables, download, import a checkpoint (zoo's or a
+    foreign one) into the cache, export a run as a table entry to publish.
+
+    `--weights NAME|PATH` on train, export, sample and predict takes a NAME from the
+    plugin's table (DEFAULT included) or from `zoo weights import`, or a file."""
+
+
+def _plugin(name: str) -> Any:
+    from zoo import _registry
+
+    return _registry.get_plugin(name)
+
+
+def _metrics_summary(metrics: Any) -> str:
+    if not isinstance(metrics, dict):
+        return "-"
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:3]) or "-"
+
+
+# --------------------------------------------------------------------------- list
+
+
+@weights_group.command("list")
+@click.argument("plugin_name", metavar="[PLUGIN]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+def list_command(plugin_name: str | None, as_json: bool) -> None:
+    """Weights of PLUGIN (or of every plugin): name, DEFAULT, source, sha256, whether
+    they are on this machine, and what they are."""
+    from zoo import _registry
+    from zoo import weights as zweights
+
+    names = [plugin_name] if plugin_name else _registry.list_plugins()
+    rows = []
+    for name in names:
+        plugin = _plugin(name)
+        for entry, origin in zweights.all_entries(plugin):
+            status = zweights.status(plugin, entry)
+            meta = dict(entry.meta)
+            rows.append(
+                {
+                    "plugin": plugin.name,
+                    "name": entry.name,
+                    "default": entry.name == plugin.default_weights,
+                    "origin": origin,
+                    "source": meta.get("imported_from", entry.source) if origin == "imported" else entry.source,
+                    "sha256": entry.sha256,
+                    "status": status,
+                    "available": status in ("packaged", "cached", "imported"),
+                    "path": str(zweights.local_path(plugin, entry)),
+                    "dataset": meta.get("dataset"),
+                    "num_params": meta.get("num_params"),
+                    "components": meta.get("components"),
+                    "metrics": meta.get("metrics"),
+                    "meta": meta,
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        where = f"plugin {plugin_name}" if plugin_name else "any installed plugin"
+        click.echo(f"no weights for {where} (publish: zoo weights export; import: zoo weights import PLUGIN FILE)")
+        return
+    header = ("PLUGIN", "NAME", "STATUS", "SHA256", "PARAMS", "DATASET", "METRICS", "SOURCE")
+    table = [header]
+    for r in rows:
+        name = r["name"] + (" (DEFAULT)" if r["default"] else "")
+        params = f"{r['num_params']:,}" if isinstance(r["num_params"], int) else "-"
+        if r["components"]:
+            params += f" ({','.join(r['components'])})"
+        table.append((r["plugin"], name, r["status"], r["sha256"][:12], params, r["dataset"] or "-", _metrics_summary(r["metrics"]), r["source"]))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]))
+
+
+# --------------------------------------------------------------------------- download
+
+
+@weights_group.command("download")
+@click.argument("plugin_name", metavar="PLUGIN")
+@click.argument("name", default="DEFAULT", required=False)
+def download_command(plugin_name: str, name: str) -> None:
+    """Fetch weights NAME of PLUGIN (default: DEFAULT) into the cache, verified by sha256,
+    so they work offline (ZOO_OFFLINE=1) afterwards. Prints the local path."""
+    from zoo import weights as zweights
+
+    plugin = _plugin(plugin_name)
+    entry = zweights.find_entry(plugin, name)
+    path = zweights.fetch(plugin, entry)
+    kind = {"package:": "packaged with the plugin", "imported:": "imported"}.get(entry.source.split(":", 1)[0] + ":", "cached")
+    click.echo(f"{plugin.name}:{entry.name} ({kind}, sha256 {entry.sha256[:12]} verified): {path}")
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _parse_config_pairs(plugin: Any, pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`--config latent_dim=8` pairs -> typed values, checked against the plugin's fields."""
+    fields = {f.name: f for f in dataclasses.fields(plugin.config_class)}
+    hints = typing.get_type_hints(plugin.config_class)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"--config {pair!r}: write KEY=VALUE, e.g. --config latent_dim=8")
+        if key not in fields:
+            raise UsageError(f"--config {pair!r}: {plugin.name} has no hyperparameter {key!r} (valid: {', '.join(fields)})")
+        kind = hints.get(key, str)
+        raw = raw.strip()
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError
+                value: Any = raw.lower() in ("true", "1", "yes", "on")
+            elif kind is int:
+                value = int(raw)
+            elif kind is float:
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            raise UsageError(f"--config {pair!r}: {key} takes a {getattr(kind, '__name__', kind)}") from None
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise UsageError(f"--config {pair!r}: {key} is one of {', '.join(map(str, choices))}")
+        out[key] = value
+    return out
+
+
+def _parse_components(raw: tuple[str, ...], children: list[str]) -> list[str] | None:
+    names = [c.strip() for item in raw for c in item.split(",") if c.strip()]
+    if not names:
+        return None
+    unknown = [c for c in names if c not in children]
+    if unknown:
+        raise UsageError(f"--components {','.join(unknown)}: the model's top-level modules are {', '.join(children)}")
+    return [c for c in children if c in names]
+
+
+COMPONENTS_HELP = "keep only these top-level modules, comma-separated or repeated (e.g. generator, all sampling and export need)"
+
+
+def _component_tensors(model: Any, components: list[str]) -> dict[str, Any]:
+    return {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in components}
+
+
+def _write_verified(data: bytes, path: Path) -> str:
+    """Write `data` atomically and check that the file on disk hashes like the bytes."""
+    from zoo import checkpoint
+
+    sha = hashlib.sha256(data).hexdigest()
+    checkpoint.atomic_write(path, lambda fh: fh.write(data))
+    # mkstemp makes files 0600; weights are meant to be shared (packaged, hosted, cached).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+    on_disk = checkpoint.sha256_file(path)
+    if on_disk != sha:
+        path.unlink()
+        raise CheckpointError(f"{path} did not read back as written (sha256 {on_disk}, expected {sha}); the disk may be failing")
+    return sha
+
+
+# --------------------------------------------------------------------------- import
+
+
+@weights_group.command("import")
+@click.argument("plugin_name", metavar="PLUGIN")
+@click.argument("file", metavar="FILE")
+@click.option("--name", default=None, help="name to load it by with --weights NAME [default: from the file name]")
+@click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE",
+              help="hyperparameters of a foreign state dict (zoo files bring their own), e.g. --config kernel_size=4")
+@click.option("--components", "components_raw", multiple=True, metavar="NAMES", help=COMPONENTS_HELP)
+@click.option("--force", is_flag=True, help="replace an imported entry of the same name")
+def import_command(plugin_name: str, file: str, name: str | None, config_pairs: tuple[str, ...],
+                   components_raw: tuple[str, ...], force: bool) -> None:
+    """Convert FILE into a verified safetensors entry in the cache: a zoo checkpoint
+    (last.pt), a safetensors file, or a foreign state dict (e.g. pytorch/examples,
+    junyanz pix2pix) through the plugin's filter. It loads strictly first, so what is
+    imported is known to fit; afterwards `--weights NAME` finds it."""
+    import torch
+
+    from zoo import checkpoint, engine
+    from zoo import weights as zweights
+
+    plugin = _plugin(plugin_name)
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{file}: no such file")
+    overrides = _parse_config_pairs(plugin, config_pairs)
+    if name is None:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).strip("._-").upper() or "IMPORTED"
+    if not zweights.IMPORT_NAME.match(name) or name == plugin.DEFAULT:
+        raise UsageError(f"--name {name!r}: use letters, digits, '_', '.', '-' (and not {plugin.DEFAULT})")
+    if any(w.name == name for w in plugin.weights):
+        raise UsageError(f"--name {name}: {plugin.name}'s weights table has an entry of that name; choose another")
+    index = zweights.imported_entries(plugin)
+    if name in index and not force:
+        raise UsageError(f"{plugin.name}:{name} was imported already (from {index[name].get('meta', {}).get('imported_from')}); pass --force to replace it, or --name")
+
+    loaded = zweights.read(plugin, str(path))
+    if loaded.config is not None:
+        if overrides:
+            raise UsageError(f"--config applies to foreign state dicts only; {file} brings its own hyperparameters")
+        config = engine.config_from_dict(plugin, loaded.config)
+    else:
+        config = engine.config_from_dict(plugin, overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = plugin.build(config)
+    zweights.load_into(plugin, model, loaded, config=config, quiet=True)  # the summary line says what it holds
+    held = list(loaded.components or [])
+    components = _parse_components(components_raw, zweights.top_level_children(model)) or held
+    missing = [c for c in components if c not in held]
+    if missing:
+        raise UsageError(f"--components {','.join(missing)}: {file} holds only {', '.join(held)}")
+    children = zweights.top_level_children(model)
+    meta: dict[str, Any] = {
+        "plugin": plugin.name,
+        "name": name,
+        "config": dataclasses.asdict(config),
+        "components": components,
+        "num_params": zweights.num_params(model, components),
+        "input": zweights.input_spec(plugin, config),
+        "imported_from": str(path.resolve()),
+        "imported_sha256": loaded.sha256,
+        "imported_kind": loaded.kind,
+    }
+    source_meta = loaded.meta or {}
+    for key in ("dataset", "metrics", "command", "license", "epoch", "step", "seed"):
+        if key in source_meta:
+            meta[key] = source_meta[key]
+    if loaded.kind == "checkpoint":
+        meta["dataset"] = source_meta.get("data")
+        meta["metrics"] = {k: v for k, v in (source_meta.get("metrics") or {}).items() if k.startswith("val_")}
+    data = zweights.safetensors_bytes(_component_tensors(model, components), meta)
+    sha = hashlib.sha256(data).hexdigest()
+    dest = zweights.cache_dir(plugin) / f"{name}-{sha[:8]}.safetensors"
+    _write_verified(data, dest)
+    zweights.verified_sha256(dest, sha)
+    # Load it back the way `--weights NAME` will, so a bad import fails here and now.
+    with torch.random.fork_rng(devices=[]):
+        check_model = plugin.build(config)
+    zweights.load_into(plugin, check_model, zweights.read(plugin, str(dest)), config=config, quiet=True)
+    previous = index.get(name)
+    index = zweights.imported_entries(plugin)  # re-read: another import may have landed meanwhile
+    index[name] = {"file": dest.name, "sha256": sha, "meta": meta}
+    checkpoint.write_json(index, zweights.cache_dir(plugin) / zweights.IMPORTED_INDEX)
+    if previous and previous.get("file") != dest.name:
+        old = zweights.cache_dir(plugin) / previous["file"]
+        for p in (old, zweights._sidecar(old)):
+            p.unlink(missing_ok=True)
+    partial = f" ({', '.join(components)} only)" if components != children else ""
+    click.echo(f"imported {plugin.name}:{name}{partial} -> {dest}")
+    click.echo(f"sha256 {sha}; load it with --weights {name}")
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _run_info(plugin: Any, ckpt_path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """data, seed and device of the run: from its config.json when present, else the checkpoint."""
+    info = {"data": state.get("data") or plugin.default_dataset, "seed": int(state.get("seed", 0)), "device": None}
+    config_json = ckpt_path.parent / "config.json"
+    if config_json.is_file():
+        try:
+            recorded = json.loads(config_json.read_text())
+            if recorded.get("config") == state.get("config"):
+                info["data"] = recorded.get("data", info["data"])
+                info["seed"] = int(recorded.get("seed", info["seed"]))
+                device = str(recorded.get("device") or "")
+                info["device"] = device.split(":")[0] or None
+        except (OSError, ValueError):
+            pass
+    return info
+
+
+def _max_steps(plugin: Any, config: Any, data: str, state: dict[str, Any]) -> int | None:
+    """--max-steps for the command when the run stopped before its epochs were done
+    (a --max-steps run, or one interrupted and not resumed)."""
+    step, epoch = int(state.get("step", 0)), int(state.get("epoch", 0))
+    try:
+        from zoo import data as zdata
+
+        splits = zdata.load(data, plugin.data_request(config))
+        full = config.epochs * splits.train.num_batches(config.batch_size)
+    except Exception:
+        return step if epoch < config.epochs else None
+    return step if step < full else None
+
+
+@weights_group.command("export")
+@click.argument("plugin_name", metavar="PLUGIN")
+@click.option("--checkpoint", "checkpoint_path", required=True, metavar="P", help="a zoo training checkpoint (last.pt) or its run directory")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="directory for the safetensors file")
+@click.option("--name", default=None, help="table name [default: DATASET_V1, e.g. DIGITS_V1]")
+@click.option("--components", "components_raw", multiple=True, metavar="NAMES", help=COMPONENTS_HELP)
+@click.option("--base-url", default=None, help="where the file will be hosted; the entry's source becomes URL/FILE [default: package:FILE, shipped with the plugin]")
+@click.option("--license", "license_", default=None, help="license of the weights [default: the plugin package's license]")
+@click.option("--description", default=None, help="one line on what they are good for")
+@click.option("--json", "as_json", is_flag=True, help="print the file and the entry as JSON")
+def export_command(plugin_name: str, checkpoint_path: str, out: str, name: str | None, components_raw: tuple[str, ...],
+                   base_url: str | None, license_: str | None, description: str | None, as_json: bool) -> None:
+    """Write a sha256-named safetensors file of a run and print the `Weights(...)` entry
+    to paste into the plugin's table, meta filled from the run: config, metrics,
+    parameter count, dataset and the `zoo train` command that reproduces it."""
+    from zoo import checkpoint, engine
+    from zoo import weights as zweights
+    from zoo.plugin import Weights
+
+    plugin = _plugin(plugin_name)
+    ckpt_path = Path(checkpoint_path).expanduser()
+    if ckpt_path.is_dir():
+        ckpt_path = ckpt_path / "last.pt"
+    state = checkpoint.load(ckpt_path, plugin=plugin.name)
+    config = engine.config_from_dict(plugin, state.get("config") or {})
+    model = plugin.build(config)
+    checkpoint.load_state_dict_strict(model, state["model"], what=f"checkpoint {ckpt_path}")
+    children = zweights.top_level_children(model)
+    components = _parse_components(components_raw, children) or children
+    partial = components != children
+
+    info = _run_info(plugin, ckpt_path, state)
+    data = info["data"]
+    if name is None:
+        name = re.sub(r"[^A-Z0-9]+", "_", data.split(":", 1)[0].upper()).strip("_") + "_V1"
+    if license_ is None:
+        license_ = _distribution_license(plugin)
+    metrics = {k: float(v) for k, v in (state.get("metrics") or {}).items() if k.startswith("val_") and isinstance(v, (int, float))}
+    command = zweights.train_command(plugin, config, data=data, seed=info["seed"], device=info["device"],
+                                     max_steps=_max_steps(plugin, config, data, state))
+    table_meta: dict[str, Any] = {
+        "dataset": data,
+        "metrics": metrics,
+        "input": zweights.input_spec(plugin, config),
+        "num_params": zweights.num_params(model, components),
+        "license": license_,
+        "command": command,
+        "config": dataclasses.asdict(config),
+    }
+    if partial:
+        table_meta["components"] = components
+    if description:
+        table_meta["description"] = description
+    file_meta = {
+        "plugin": plugin.name,
+        "name": name,
+        **table_meta,
+        "components": components,
+        "epoch": state.get("epoch"),
+        "step": state.get("step"),
+        "seed": info["seed"],
+        "plugin_version": state.get("plugin_version"),
+        "zoo_version": state.get("zoo_version"),
+    }
+    blob = zweights.safetensors_bytes(_component_tensors(model, components), file_meta)
+    sha = hashlib.sha256(blob).hexdigest()
+    file_name = f"{plugin.name}-{name.lower()}-{sha[:8]}.safetensors"
+    source = f"{base_url.rstrip('/')}/{file_name}" if base_url else f"package:{file_name}"
+    entry = Weights(name=name, source=source, sha256=sha, meta=table_meta)
+    problems = zweights.validate_entry(plugin, entry)
+    if problems:
+        raise UsageError("the entry would not be valid: " + "; ".join(problems))
+    dest = Path(out) / file_name
+    _write_verified(blob, dest)
+    if as_json:
+        click.echo(json.dumps({"path": str(dest), "bytes": len(blob), "sha256": sha,
+                               "entry": {"name": name, "source": source, "sha256": sha, "meta": table_meta}}, indent=2))
+        return
+    click.echo(f"# wrote {dest} ({len(blob):,} bytes, sha256 {sha})")
+    click.echo(f"# add to {plugin.name}'s Plugin(weights=(...)); default_weights={name!r} makes it DEFAULT")
+    click.echo(zweights.entry_source(entry))
+
+
+def _distribution_license(plugin: Any) -> str:
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    from zoo import _registry
+
+    entry = _registry.discover().get(plugin.name)
+    try:
+        md = metadata(entry.distribution) if entry is not None else None
+    except PackageNotFoundError:
+        md = None
+    value = (md.get("License-Expression") or md.get("License")) if md is not None else None
+    if not value:
+        raise UsageError(f"the license of {plugin.name}'s weights is unknown; pass --license")
+    return value.strip()
