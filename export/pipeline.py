@@ -136,10 +136,7 @@ def build_model(plugin: Plugin, *, checkpoint: str | None = None, weights: str |
         ckpt.load_state_dict_strict(model, state["model"], what=f"checkpoint {checkpoint}")
         source = Source("checkpoint", path=str(Path(checkpoint).resolve()), sha256=ckpt.sha256_file(checkpoint))
     elif weights is not None:
-        loaded = zweights.read(plugin, weights)
-        config = engine.config_from_dict(plugin, loaded.config or {})
-        model = plugin.build(config)
-        loaded = zweights.load_into(plugin, model, weights, config)
+        model, config, loaded = zweights.build(plugin, weights)  # reads the file once
         is_path = Path(weights).expanduser().is_file()
         source = Source("weights", path=str(loaded.path.resolve()), name=None if is_path else weights, sha256=loaded.sha256)
     else:
