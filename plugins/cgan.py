@@ -1,0 +1,180 @@
+"""Conditional generative adversarial nets (Mirza & Osindero, 2014, "Conditional Generative Adversarial Nets").
+
+The MNIST model of Section 4.1, both players conditioned on the one-hot class y:
+- generator: z (100, uniform in the unit hypercube) -> 200 ReLU, y -> 1000 ReLU, the two
+  joined -> 1200 ReLU -> 784 sigmoid;
+- discriminator: x -> maxout 240 units x 5 pieces, y -> maxout 50 x 5, joined -> maxout
+  240 x 4 -> sigmoid;
+- dropout 0.5 in both ("applied to both the generator and discriminator"), off in eval.
+
+The paper trained with SGD (lr 0.1 decayed exponentially, momentum 0.5 -> 0.7); we use
+Adam 2e-4 with betas (0.5, 0.999) (Radford et al. 2015) like the other GANs here, which
+trains in far fewer steps. The label enters the exported generator as an int64 class
+index (N,); the one-hot encoding happens inside the graph, so deployed code never has
+to build it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, hparam
+from zoo.plugins.gan import AdversarialMetrics, Maxout, adam_pair, adversarial_step
+
+IMAGE_SIZE = 28
+PIXELS = IMAGE_SIZE * IMAGE_SIZE
+PER_CLASS = 10  # samples per class row in the epoch grid
+
+
+@dataclass
+class CGANConfig(TrainConfig):
+    # As for gan: 1,497 bundled training digits make 15 steps of 100 per epoch.
+    epochs: int = hparam(200, "passes over the training split (3,000 steps of 100 on the bundled digits)")
+    batch_size: int = hparam(100, "samples per step (Mirza & Osindero 2014: mini-batches of 100)")
+    lr: float = hparam(2e-4, "Adam learning rate of both networks (Radford et al. 2015: 2e-4; the paper used SGD 0.1)")
+    beta1: float = hparam(0.5, "Adam beta1 (Radford et al. 2015: 0.5)")
+    beta2: float = hparam(0.999, "Adam beta2 (Kingma & Ba 2015 default 0.999)")
+    latent_dim: int = hparam(100, "size of the noise z ~ U[0, 1)^d (Mirza & Osindero: 100, unit hypercube)")
+    num_classes: int = hparam(10, "classes of the conditioning label y (MNIST digits: 10)")
+    noise_hidden: int = hparam(200, "generator ReLU units for z (Mirza & Osindero: 200)")
+    label_hidden: int = hparam(1000, "generator ReLU units for y (Mirza & Osindero: 1000)")
+    joint_hidden: int = hparam(1200, "generator ReLU units after joining (Mirza & Osindero: 1200)")
+    image_units: int = hparam(240, "discriminator maxout units for x (Mirza & Osindero: 240, 5 pieces)")
+    label_units: int = hparam(50, "discriminator maxout units for y (Mirza & Osindero: 50, 5 pieces)")
+    input_pieces: int = hparam(5, "pieces of the x and y maxout layers (Mirza & Osindero: 5)")
+    joint_units: int = hparam(240, "discriminator joint maxout units (Mirza & Osindero: 240, 4 pieces)")
+    joint_pieces: int = hparam(4, "pieces of the joint maxout layer (Mirza & Osindero: 4)")
+    dropout: float = hparam(0.5, "dropout on the discriminator's hidden layers (Mirza & Osindero: 0.5)")
+    generator_dropout: float = hparam(0.5, "dropout on the generator's hidden layers (Mirza & Osindero: 0.5)")
+
+
+class Generator(nn.Module):
+    """(z (N, latent), label (N,) int64) -> images (N, 1, 28, 28) in [0, 1]."""
+
+    def __init__(self, config: CGANConfig):
+        super().__init__()
+        self.num_classes = config.num_classes
+        self.image_size = IMAGE_SIZE  # TorchScript reads attributes, not module globals
+        self.noise_layer = nn.Linear(config.latent_dim, config.noise_hidden)
+        self.label_layer = nn.Linear(config.num_classes, config.label_hidden)
+        self.joint_layer = nn.Linear(config.noise_hidden + config.label_hidden, config.joint_hidden)
+        self.to_image = nn.Linear(config.joint_hidden, PIXELS)
+        self.dropout = nn.Dropout(config.generator_dropout)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        y = F.one_hot(label, self.num_classes).to(z.dtype)  # (N,) -> (N, classes)
+        h = torch.cat([F.relu(self.noise_layer(z)), F.relu(self.label_layer(y))], dim=1)  # (N, 200 + 1000)
+        h = F.relu(self.joint_layer(self.dropout(h)))  # (N, 1200)
+        return torch.sigmoid(self.to_image(self.dropout(h))).reshape(z.shape[0], 1, self.image_size, self.image_size)
+
+
+class Discriminator(nn.Module):
+    """(images (N, 1, 28, 28), label (N,)) -> logits (N,) of "a real image of this class"."""
+
+    def __init__(self, config: CGANConfig):
+        super().__init__()
+        self.num_classes = config.num_classes
+        self.image_layer = Maxout(PIXELS, config.image_units, config.input_pieces)
+        self.label_layer = Maxout(config.num_classes, config.label_units, config.input_pieces)
+        self.joint_layer = Maxout(config.image_units + config.label_units, config.joint_units, config.joint_pieces)
+        self.to_logit = nn.Linear(config.joint_units, 1)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        y = F.one_hot(label, self.num_classes).to(image.dtype)
+        h = torch.cat([self.image_layer(image.flatten(1)), self.label_layer(y)], dim=1)  # (N, 240 + 50)
+        h = self.joint_layer(self.dropout(h))  # (N, 240)
+        return self.to_logit(self.dropout(h)).squeeze(1)  # (N,)
+
+
+class CGAN(nn.Module):
+    def __init__(self, config: CGANConfig):
+        super().__init__()
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+
+
+class CGANTrainer(Trainer):
+    def configure_optimizers(self):
+        return adam_pair(self.model, self.config)
+
+    def train_step(self, batch, optimizers, step):
+        real, label = batch["image"], batch["label"]
+        z = torch.rand(real.shape[0], self.config.latent_dim, device=self.device)
+        fake = self.model.generator(z, label)  # fakes of the batch's own classes
+        return adversarial_step(lambda images: self.model.discriminator(images, label), real, fake, optimizers)
+
+    def evaluate(self, batches):
+        gen = torch.Generator().manual_seed(0)
+        metrics = AdversarialMetrics()
+        for batch in batches:
+            real, label = batch["image"], batch["label"]
+            z = torch.rand(real.shape[0], self.config.latent_dim, generator=gen).to(self.device)
+            fake = self.model.generator(z, label)
+            metrics.add(self.model.discriminator(real, label), self.model.discriminator(fake, label))
+        return metrics.result()
+
+    def sample_grid(self, generator, val_batch):
+        """One row per class, the same noise down each column."""
+        from torchvision.utils import make_grid
+
+        classes = self.config.num_classes
+        z = torch.rand(PER_CLASS, self.config.latent_dim, generator=generator).repeat(classes, 1)  # (classes * 10, latent)
+        label = torch.arange(classes).repeat_interleave(PER_CLASS)  # 0 x10, 1 x10, ...
+        return make_grid(self.model.generator(z.to(self.device), label.to(self.device)), nrow=PER_CLASS, padding=2)
+
+
+def _check_label(config: CGANConfig, label: int) -> None:
+    if not 0 <= label < config.num_classes:
+        from zoo.errors import UsageError
+
+        raise UsageError(f"--label {label}: cgan classes are 0 to {config.num_classes - 1}")
+
+
+def _sample_inputs(config: CGANConfig, n: int, label: int | None, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise and labels for `zoo sample`: every sample of class `label`, or, without
+    one, classes cycling 0, 1, ..., 9, 0, ... so that a grid shows every digit."""
+    z = torch.rand(n, config.latent_dim, generator=gen)
+    if label is None:
+        labels = torch.arange(n) % config.num_classes
+    else:
+        _check_label(config, label)
+        labels = torch.full((n,), label, dtype=torch.int64)
+    return z, labels
+
+
+def _example_inputs(config: CGANConfig, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand(batch, config.latent_dim, generator=gen), torch.randint(0, config.num_classes, (batch,), generator=gen)
+
+
+plugin = Plugin(
+    name="cgan",
+    summary="Conditional GAN of Mirza & Osindero 2014: class-conditioned MLP generator, maxout discriminator",
+    task="generative",
+    config_class=CGANConfig,
+    build=CGAN,
+    trainer_class=CGANTrainer,
+    data_request=lambda config: DataRequest(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0), labels=True),
+    default_dataset="digits",
+    datasets=("digits", "mnist"),
+    export_targets=(
+        ExportTarget(
+            name="generator",
+            module=lambda model: model.generator,
+            inputs=(
+                TensorSpec("z", range="uniform noise in [0, 1)"),
+                TensorSpec("label", dtype="int64", range="class index 0-9 (one-hot encoded inside the graph)"),
+            ),
+            outputs=(TensorSpec("image", range="pixels in [0, 1], 1x28x28, white digit on black", value_range=(0.0, 1.0)),),
+            example_inputs=_example_inputs,
+            description="noise and class label -> image of that class",
+        ),
+    ),
+    reference="Mirza & Osindero 2014, Section 4.1",
+    sample_target="generator",
+    sample_inputs=_sample_inputs,
+)

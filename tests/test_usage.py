@@ -1,0 +1,233 @@
+"""`zoo sample`, `zoo predict` and `zoo evaluate` through the CLI: every source
+(checkpoint, newest run, weights file, exported artifact), and bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from zoo import get_plugin, list_plugins
+
+GENERATIVE = [n for n in list_plugins() if get_plugin(n).sample_target is not None]
+IMAGE_TO_IMAGE = [n for n in list_plugins() if get_plugin(n).task == "image-to-image"]
+HAS_EXPORT = importlib.util.find_spec("zoo.export.commands") is not None
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, shared_home):
+    """`trained(name)` -> a last.pt from `zoo train NAME --max-steps 1`, made once per session."""
+    from zoo.cli import cli
+
+    made = {}
+    root = tmp_path_factory.mktemp("trained")
+
+    def get(name):
+        if name not in made:
+            out = root / name
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("ZOO_HOME", str(shared_home))
+                r = CliRunner().invoke(cli, ["train", name, "--max-steps", "1", "--batch-size", "4", "--out", str(out), "--progress", "none"])
+            assert r.exit_code == 0, r.output
+            made[name] = out / "last.pt"
+        return made[name]
+
+    return get
+
+
+def _pixels(path):
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.int16)
+
+
+def _one_line_error(r, code, *needles):
+    assert r.exit_code == code, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+# --------------------------------------------------------------------------- sample
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_sample_writes_a_seeded_grid(zoo, trained, tmp_path, name):
+    ckpt = trained(name)
+    a, b, c = (tmp_path / f"{x}.png" for x in "abc")
+    for path, seed in ((a, "1"), (b, "1"), (c, "2")):
+        r = zoo("sample", name, "--checkpoint", ckpt, "-n", "6", "--nrow", "3", "--seed", seed, "-o", path)
+        assert r.exit_code == 0, r
+    with Image.open(a) as grid:
+        width, height = grid.size
+    side = (width - 2) // 3 - 2  # 3 columns of side x side images, padded by 2
+    assert width == 2 + 3 * (side + 2) and height == 2 + 2 * (side + 2) and side >= 28
+    assert np.array_equal(_pixels(a), _pixels(b))
+    assert not np.array_equal(_pixels(a), _pixels(c))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_sample_uses_the_newest_run(zoo, trained, tmp_path):
+    run = tmp_path / "runs" / "gan" / "001"  # ZOO_RUNS of this test
+    run.mkdir(parents=True)
+    shutil.copy(trained("gan"), run / "last.pt")
+    r = zoo("sample", "gan", "-n", "4", "-o", "grid.png")
+    assert r.exit_code == 0, r
+    assert str(run / "last.pt") in r.stdout and (tmp_path / "grid.png").is_file()
+
+
+def test_sample_without_a_model_says_to_train(zoo):
+    _one_line_error(zoo("sample", "gan", "-o", "grid.png"), 2, "zoo train gan", "--weights")
+
+
+def test_sample_from_a_weights_file(zoo, trained, tmp_path):
+    """A generator-only safetensors file (what a published entry may hold) samples like
+    the checkpoint it came from."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = torch.load(trained("dcgan"), weights_only=True)
+    generator = {k: v.contiguous() for k, v in state["model"].items() if k.startswith("generator.")}
+    path = tmp_path / "dcgan-generator.safetensors"
+    save_file(generator, str(path), metadata={"zoo": json.dumps({"plugin": "dcgan", "config": state["config"], "components": ["generator"]})})
+    assert zoo("sample", "dcgan", "--weights", path, "-n", "4", "-o", "w.png").exit_code == 0
+    assert zoo("sample", "dcgan", "--checkpoint", trained("dcgan"), "-n", "4", "-o", "c.png").exit_code == 0
+    assert np.array_equal(_pixels(tmp_path / "w.png"), _pixels(tmp_path / "c.png"))
+
+
+@pytest.mark.skipif(not HAS_EXPORT, reason="zoo.export.commands is not installed")
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_sample_from_an_artifact_matches_eager(zoo, trained, tmp_path, fmt):
+    """cgan: two inputs, one of them an int64 label; the same seed gives the same grid."""
+    ckpt = trained("cgan")
+    r = zoo("export", "cgan", "--checkpoint", ckpt, f"--{fmt}", "--out", tmp_path / "exp")
+    assert r.exit_code == 0, r
+    (artifact,) = [p for p in (tmp_path / "exp").iterdir() if p.name.startswith("generator.") and p.suffix != ".json"]
+    assert zoo("sample", "cgan", "--artifact", artifact, "-n", "20", "--seed", "3", "-o", "a.png").exit_code == 0
+    assert zoo("sample", "cgan", "--checkpoint", ckpt, "-n", "20", "--seed", "3", "-o", "e.png").exit_code == 0
+    assert np.abs(_pixels(tmp_path / "a.png") - _pixels(tmp_path / "e.png")).max() <= 1
+    r = zoo("sample", "gan", "--artifact", artifact, "-o", "x.png")
+    _one_line_error(r, 2, "cgan:generator", "not gan:generator")
+
+
+def test_sample_bad_input(zoo, trained, tmp_path):
+    gan, cgan = trained("gan"), trained("cgan")
+    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "--label", "3", "-o", "x.png"), 2, "not conditional")
+    _one_line_error(zoo("sample", "cgan", "--checkpoint", cgan, "--label", "10", "-o", "x.png"), 2, "0 to 9")
+    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-n", "0", "-o", "x.png"), 2, "-n")
+    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-o", "x.jpg"), 2, ".png")
+    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "--weights", "DEFAULT", "-o", "x.png"), 2, "--checkpoint and --weights")
+    _one_line_error(zoo("sample", "gan", "--checkpoint", cgan, "-o", "x.png"), 1, "cgan", "not 'gan'")
+    _one_line_error(zoo("sample", "gan", "--checkpoint", tmp_path / "missing.pt", "-o", "x.png"), 1, "does not exist")
+    _one_line_error(zoo("sample", "convnet", "-o", "x.png"), 2, "does not sample", "gan")
+    _one_line_error(zoo("sample", "nosuch", "-o", "x.png"), 2, "unknown plugin")
+    (tmp_path / "blocked").write_text("a file where a directory should be")
+    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-o", tmp_path / "blocked" / "x.png"), 2, "cannot write")
+    assert not list(tmp_path.glob("x.*"))
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@pytest.fixture
+def digit_files(tmp_path):
+    """Real handwritten digits (scikit-learn's) saved as 28x28 PNG and JPEG files."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    paths = []
+    for i, suffix in zip(range(3), (".png", ".jpg", ".png")):
+        image = Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize((28, 28), Image.BILINEAR)
+        path = folder / f"digit{i}{suffix}"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def test_predict_classifies_each_image(zoo, trained, digit_files):
+    ckpt = trained("convnet")
+    r = zoo("predict", "convnet", *digit_files, "--checkpoint", ckpt)
+    assert r.exit_code == 0, r
+    lines = r.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(p) for p in digit_files]
+    r = zoo("predict", "convnet", digit_files[0].parent, "--checkpoint", ckpt, "--json")
+    results = r.json()
+    assert [x["input"] for x in results] == [str(p) for p in digit_files]  # a directory expands, sorted
+    for x in results:
+        assert abs(sum(x["probabilities"]) - 1.0) < 1e-4
+        assert x["class"] == int(np.argmax(x["probabilities"])) and x["probability"] == pytest.approx(max(x["probabilities"]), abs=1e-6)
+        assert lines[results.index(x)].endswith(f"probability {x['probability']:.4f}")
+
+
+def test_predict_bad_input(zoo, trained, digit_files, tmp_path):
+    ckpt = trained("convnet")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    _one_line_error(zoo("predict", "convnet", digit_files[0], text, "--checkpoint", ckpt), 1, str(text))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(digit_files[0].read_bytes()[:60])
+    _one_line_error(zoo("predict", "convnet", truncated, "--checkpoint", ckpt), 1, str(truncated))
+    _one_line_error(zoo("predict", "convnet", tmp_path / "missing.png", "--checkpoint", ckpt), 1, "missing.png")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(zoo("predict", "convnet", tmp_path / "empty", "--checkpoint", ckpt), 1, "no images")
+    _one_line_error(zoo("predict", "gan", digit_files[0]), 2, "zoo sample")
+
+
+@pytest.mark.skipif(not IMAGE_TO_IMAGE, reason="no image-to-image plugin is installed")
+@pytest.mark.parametrize("name", IMAGE_TO_IMAGE)
+def test_predict_translates_images(zoo, trained, digit_files, tmp_path, name):
+    ckpt = trained(name)
+    r = zoo("predict", name, digit_files[0], "--checkpoint", ckpt, "-o", tmp_path / "one.png")
+    assert r.exit_code == 0, r
+    plugin = get_plugin(name)
+    config = plugin.config()
+    target = plugin.export_targets[0]
+    _, channels, size, _ = target.input_shapes(config, 1)[target.inputs[0].name]
+    with Image.open(tmp_path / "one.png") as image:
+        assert image.size == (size, size) and len(image.getbands()) == channels
+    r = zoo("predict", name, *digit_files, "--checkpoint", ckpt, "-o", tmp_path / "many", "--json")
+    assert r.exit_code == 0, r
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(f"{p.stem}.png" for p in digit_files)
+    _one_line_error(zoo("predict", name, *digit_files, "--checkpoint", ckpt, "-o", tmp_path / "x.png"), 2, "directory")
+    _one_line_error(zoo("predict", name, *digit_files, "--checkpoint", ckpt), 2, "-o")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@pytest.mark.parametrize("name", ["cgan", "dcgan"])
+def test_evaluate_prints_the_figures(zoo, trained, name):
+    r = zoo("evaluate", name, "--checkpoint", trained(name), "--classifier", trained("convnet"), "-n", "50", "--json")
+    assert r.exit_code == 0, r
+    result = r.json()
+    assert result["samples"] == 50 and sum(result["class_counts"]) == 50
+    assert 1 <= result["distinct_classes"] <= 10 == len(result["class_counts"])
+    assert 0.1 <= result["mean_max_probability"] <= 1.0
+    assert ("conditional_accuracy" in result) == (name == "cgan")
+    if name == "cgan":
+        assert 0.0 <= result["conditional_accuracy"] <= 1.0
+    r = zoo("evaluate", name, "--checkpoint", trained(name), "--classifier", trained("convnet"), "-n", "50")
+    assert "mean max-probability" in r.stdout and f"{result['mean_max_probability']:.4f}" in r.stdout
+
+
+def test_evaluate_finds_the_newest_convnet(zoo, trained, tmp_path):
+    run = tmp_path / "runs" / "convnet" / "001"
+    run.mkdir(parents=True)
+    shutil.copy(trained("convnet"), run / "last.pt")
+    r = zoo("evaluate", "gan", "--checkpoint", trained("gan"), "-n", "20", "--json")
+    assert r.exit_code == 0, r
+    assert str(run / "last.pt") in r.json()["classifier"]
+
+
+def test_evaluate_bad_input(zoo, trained):
+    _one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan")), 2, "zoo train convnet", "--classifier")
+    _one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan"), "--classifier", trained("vae")), 2, "vae", "classifier")
+    _one_line_error(zoo("evaluate", "convnet", "--classifier", trained("convnet")), 2, "does not sample")
+    _one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan"), "--classifier", trained("convnet"), "-n", "0"), 2, "-n")
