@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, hparam
+from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
 from zoo.plugins.gan import AdversarialMetrics, Maxout, adam_pair, adversarial_step
 
 IMAGE_SIZE = 28
@@ -151,6 +151,53 @@ def _example_inputs(config: CGANConfig, batch: int, gen: torch.Generator) -> tup
     return torch.rand(batch, config.latent_dim, generator=gen), torch.randint(0, config.num_classes, (batch,), generator=gen)
 
 
+# Generator only (sampling and export need nothing else), trained by zoo on the bundled
+# digits with meta['command']; shipped in the package so sampling works offline.
+DIGITS_V1 = Weights(
+    name='DIGITS_V1',
+    source='package:cgan-digits_v1-860207d0.safetensors',
+    sha256='860207d09dbe7162b8ed6f244a1ecc77f83bc637ed38e20e5bad9cedf91a6c2b',
+    meta={
+        'dataset': 'digits',
+        'metrics': {
+            'val_loss_d': 0.9790078202883402,
+            'val_loss_g': 1.0126415491104126,
+            'val_d_real': 0.6310804239908854,
+            'val_d_fake': 0.3739951960245768,
+        },
+        'input': {
+            'shape': [1, 28, 28],
+            'value_range': [0.0, 1.0],
+            'normalization': 'pixel intensities scaled to [0, 1], no mean/std normalisation',
+        },
+        'num_params': 2413984,
+        'license': "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
+        'command': 'zoo train cgan --data digits --seed 0 --device cpu --epochs 200 --batch-size 100 --lr 0.0002 --beta1 0.5 --beta2 0.999 --latent-dim 100 --num-classes 10 --noise-hidden 200 --label-hidden 1000 --joint-hidden 1200 --image-units 240 --label-units 50 --input-pieces 5 --joint-units 240 --joint-pieces 4 --dropout 0.5 --generator-dropout 0.5',
+        'config': {
+            'epochs': 200,
+            'batch_size': 100,
+            'lr': 0.0002,
+            'beta1': 0.5,
+            'beta2': 0.999,
+            'latent_dim': 100,
+            'num_classes': 10,
+            'noise_hidden': 200,
+            'label_hidden': 1000,
+            'joint_hidden': 1200,
+            'image_units': 240,
+            'label_units': 50,
+            'input_pieces': 5,
+            'joint_units': 240,
+            'joint_pieces': 4,
+            'dropout': 0.5,
+            'generator_dropout': 0.5,
+        },
+        'components': ['generator'],
+        'description': 'generator only, trained by zoo with the recorded command',
+    },
+)
+
+
 plugin = Plugin(
     name="cgan",
     summary="Conditional GAN of Mirza & Osindero 2014: class-conditioned MLP generator, maxout discriminator",
@@ -174,6 +221,8 @@ plugin = Plugin(
             description="noise and class label -> image of that class",
         ),
     ),
+    weights=(DIGITS_V1,),
+    default_weights="DIGITS_V1",
     reference="Mirza & Osindero 2014, Section 4.1",
     sample_target="generator",
     sample_inputs=_sample_inputs,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import CheckpointError, UsageError
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, hparam
+from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
 from zoo.plugins.gan import AdversarialMetrics, adam_pair, adversarial_step
 
 BASE = 4  # spatial size of the projected noise; every stride-2 layer doubles it
@@ -267,6 +267,47 @@ def _sample_inputs(config: DCGANConfig, n: int, label: int | None, gen: torch.Ge
     return _noise_input(config, n, gen)
 
 
+# Generator only (sampling and export need nothing else), trained by zoo on the bundled
+# digits with meta['command']; shipped in the package so sampling works offline.
+DIGITS_V1 = Weights(
+    name='DIGITS_V1',
+    source='package:dcgan-digits_v1-1e0b7613.safetensors',
+    sha256='1e0b7613c1136cc26c1492fbc563a73130213220a4dc617a0762fd3f32d0378b',
+    meta={
+        'dataset': 'digits',
+        'metrics': {
+            'val_loss_d': 1.834320829709371,
+            'val_loss_g': 2.428032948176066,
+            'val_d_real': 0.20172577540079753,
+            'val_d_fake': 0.10136006832122803,
+        },
+        'input': {
+            'shape': [1, 32, 32],
+            'value_range': [-1.0, 1.0],
+            'normalization': 'pixel intensities in [0, 1] mapped linearly to [-1, 1]',
+        },
+        'num_params': 462048,
+        'license': "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
+        'command': 'zoo train dcgan --data digits --seed 0 --device cpu --epochs 100 --batch-size 128 --lr 0.0002 --beta1 0.5 --beta2 0.999 --latent-dim 100 --image-size 32 --channels 1 --generator-width 32 --discriminator-width 32 --kernel-size 5',
+        'config': {
+            'epochs': 100,
+            'batch_size': 128,
+            'lr': 0.0002,
+            'beta1': 0.5,
+            'beta2': 0.999,
+            'latent_dim': 100,
+            'image_size': 32,
+            'channels': 1,
+            'generator_width': 32,
+            'discriminator_width': 32,
+            'kernel_size': 5,
+        },
+        'components': ['generator'],
+        'description': 'generator only, trained by zoo with the recorded command',
+    },
+)
+
+
 plugin = Plugin(
     name="dcgan",
     summary="Deep convolutional GAN of Radford et al. 2015, 32x32 or 64x64, grey or RGB",
@@ -288,6 +329,8 @@ plugin = Plugin(
         ),
     ),
     checkpoint_filter=checkpoint_filter,
+    weights=(DIGITS_V1,),
+    default_weights="DIGITS_V1",
     reference="Radford et al. 2015; github.com/Newmu/dcgan_code; pytorch/examples dcgan/main.py",
     sample_target="generator",
     sample_inputs=_sample_inputs,
