@@ -40,8 +40,9 @@ GRID = 64
 @dataclass
 class DCGANConfig(TrainConfig):
     # The paper and its code train 25 epochs of hundreds of thousands of images; the
-    # bundled digits are 1,497, 12 steps of 128 per epoch. 100 epochs (1,200 steps)
-    # take about 8 minutes on a 2-core CPU at the default size and widths.
+    # bundled digits are 1,497, 12 steps of 128 per epoch. The convnet's mean
+    # max-probability on samples passes 0.8 after about 70 epochs and is 0.83-0.85 at
+    # 100 (1,200 steps, about 3 minutes on the 2-core CPU at the default size and widths).
     epochs: int = hparam(100, "passes over the training split (1,200 steps of 128 on the bundled digits)")
     batch_size: int = hparam(128, "samples per step (Radford et al.: mini-batch size 128)")
     lr: float = hparam(2e-4, "Adam learning rate of both networks (Radford et al.: 0.0002)")
