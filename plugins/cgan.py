@@ -7,6 +7,13 @@ The MNIST model of Section 4.1, both players conditioned on the one-hot class y:
   240 x 4 -> sigmoid;
 - dropout 0.5 in both ("applied to both the generator and discriminator"), off in eval.
 
+Measured on the bundled digits: every sample is drawn as the class it was asked
+for, but samples of one class are nearly identical (pixel spread 0.005 against 0.13
+for real digits): the generator learns to ignore z, which a discriminator judging
+one sample at a time cannot notice. Normal noise (spread 0.017) or no generator
+dropout (0.002) did not cure it and conditioned worse (accuracy 0.85 and 0.30 at
+150 epochs), so the paper's choices stay; `zoo evaluate` prints this spread.
+
 The paper trained with SGD (lr 0.1 decayed exponentially, momentum 0.5 -> 0.7); we use
 Adam 2e-4 with betas (0.5, 0.999) (Radford et al. 2015) like the other GANs here, which
 trains in far fewer steps. The label enters the exported generator as an int64 class
@@ -33,6 +40,8 @@ PER_CLASS = 10  # samples per class row in the epoch grid
 @dataclass
 class CGANConfig(TrainConfig):
     # As for gan: 1,497 bundled training digits make 15 steps of 100 per epoch.
+    # Conditional accuracy reaches 1.0 by epoch 125; 200 epochs take about 3 minutes
+    # on an otherwise idle 2-core CPU.
     epochs: int = hparam(200, "passes over the training split (3,000 steps of 100 on the bundled digits)")
     batch_size: int = hparam(100, "samples per step (Mirza & Osindero 2014: mini-batches of 100)")
     lr: float = hparam(2e-4, "Adam learning rate of both networks (Radford et al. 2015: 2e-4; the paper used SGD 0.1)")

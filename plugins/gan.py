@@ -33,8 +33,9 @@ GRID = 64  # images in the sample grid written every epoch (8 x 8)
 @dataclass
 class GANConfig(TrainConfig):
     # The paper trained 50,000 MNIST images for hundreds of epochs; the bundled digits
-    # have 1,497 training images, so one epoch is 15 steps. 200 epochs (3,000 steps)
-    # make digits the convnet recognises and take about 2 minutes on a 2-core CPU.
+    # have 1,497 training images, so one epoch is 15 steps. The convnet's mean
+    # max-probability on samples passes 0.8 after about 125 epochs and is 0.83-0.85 at
+    # 200 (3,000 steps, about 3.5 minutes on an otherwise idle 2-core CPU).
     epochs: int = hparam(200, "passes over the training split (3,000 steps of 100 on the bundled digits)")
     batch_size: int = hparam(100, "samples per step (Goodfellow et al., mnist.yaml: batch_size 100)")
     lr: float = hparam(2e-4, "Adam learning rate of both networks (Radford et al. 2015: 2e-4)")
