@@ -192,9 +192,21 @@ def info_command(plugin_name: str, as_json: bool) -> None:
 GENERIC_HPARAMS = ("epochs", "batch_size", "lr")
 
 
+class TypedChoice(click.Choice):
+    """A choice among a field's allowed values that hands the field its own type back:
+    `--image-size 64` gives the int 64, not the string click matched."""
+
+    def __init__(self, choices: Any, kind: Any):
+        super().__init__([str(c) for c in choices])
+        self.kind = kind
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return self.kind(super().convert(str(value), param, ctx))
+
+
 def _click_type(kind: Any, choices: Any) -> Any:
     if choices:
-        return click.Choice([str(c) for c in choices])
+        return TypedChoice(choices, kind if kind in (int, float, str) else str)
     return {int: click.INT, float: click.FLOAT, str: click.STRING}.get(kind, click.STRING)
 
 

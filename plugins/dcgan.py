@@ -61,9 +61,6 @@ class DCGANConfig(TrainConfig):
     kernel_size: int = hparam(5, "convolution kernel: 5 (Radford et al.) or 4 (pytorch/examples dcgan/main.py)", choices=(5, 4))
 
     def __post_init__(self) -> None:
-        # Choices arrive from the command line as strings.
-        for name in ("image_size", "channels", "kernel_size"):
-            setattr(self, name, int(getattr(self, name)))
         for f in dataclasses.fields(self):
             allowed = f.metadata.get("choices")
             if allowed is not None and getattr(self, f.name) not in allowed:

@@ -125,7 +125,7 @@ def test_dcgan_trains_at_64_rgb_from_the_cli(zoo, tmp_path):
             "--max-steps", "1", "--batch-size", "4", "--out", out, "--progress", "none")
     assert r.exit_code == 0, r
     config = json.loads((out / "config.json").read_text())["config"]
-    assert (config["image_size"], config["channels"]) == (64, 3)  # ints, though the CLI parses choices as text
+    assert (config["image_size"], config["channels"]) == (64, 3)  # ints: the CLI hands choices back in their field's type
     with Image.open(out / "samples" / "epoch_001.png") as grid:
         assert grid.mode == "RGB" and grid.size == (2 + 8 * 66, 2 + 8 * 66)
 
