@@ -1,5 +1,5 @@
 """Image datasets: CIFAR-10 batches, ImageFolder trees, pix2pix A|B folders and the
-offline `edges` pairs, each written here in its real on-disk format."""
+offline photo pairs (`colorization`, `edges`), each written here in its real on-disk format."""
 
 from __future__ import annotations
 
@@ -261,56 +261,64 @@ def test_pix2pix_malformed_is_one_line_error(zoo, tmp_path, case, expected):
         assert str(culprit) in r.stderr
 
 
-# --------------------------------------------------------------------------- edges (offline default)
+# ------------------------------------------------ offline photo pairs: colorization (default), edges
 
 
-EDGES_REQUEST = DataRequest(size=72, channels=3, value_range=(-1.0, 1.0), labels=False)
+PAIR_REQUEST = DataRequest(size=72, channels=3, value_range=(-1.0, 1.0), labels=False)
+PHOTO_PAIRS = ("colorization", "edges")
 
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """The edges pairs must come from files inside the scikit-image wheel."""
+    """The photo pairs must come from files inside the scikit-image wheel."""
     import socket
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the edges dataset tried to use the network")
+        raise AssertionError("the photo pairs tried to use the network")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def test_edges_builds_offline_and_is_cached(no_network, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", PHOTO_PAIRS)
+def test_photo_pairs_build_offline_and_are_cached(kind, no_network, tmp_path, monkeypatch):
     from zoo import images
 
-    splits = zdata.load("edges", EDGES_REQUEST)
-    n_photos = len(images.EDGES_PHOTOS)
-    assert len(splits.train) == n_photos * images.EDGES_TRAIN_PER_PHOTO
-    assert len(splits.val) == n_photos * images.EDGES_VAL_PER_PHOTO
+    splits = zdata.load(kind, PAIR_REQUEST)
+    n_photos = len(images.PAIR_PHOTOS)
+    assert len(splits.train) == n_photos * images.PAIR_TRAIN_PER_PHOTO
+    assert len(splits.val) == n_photos * images.PAIR_VAL_PER_PHOTO
     for split in (splits.train, splits.val):
         assert split.tensors["A"].shape == split.tensors["B"].shape == (len(split), 3, 72, 72)
-    cached = list((tmp_path / "zoo-home" / "data").glob("edges-72-*.pt"))
+    cached = list((tmp_path / "zoo-home" / "data").glob(f"{kind}-72-*.pt"))
     assert len(cached) == 1
     # A second load reads the cache: building again is not even possible now.
-    monkeypatch.setattr(images, "_edges_pairs", lambda size: pytest.fail("rebuilt instead of reading the cache"))
-    again = zdata.load("edges", EDGES_REQUEST)
+    monkeypatch.setattr(images, "_photo_pairs", lambda size, kind: pytest.fail("rebuilt instead of reading the cache"))
+    again = zdata.load(kind, PAIR_REQUEST)
     assert torch.equal(again.train.tensors["B"], splits.train.tensors["B"])
 
 
-def test_edges_are_deterministic(tmp_path, monkeypatch):
-    first = zdata.load("edges", EDGES_REQUEST)
+@pytest.mark.parametrize("kind", PHOTO_PAIRS)
+def test_photo_pairs_are_deterministic(kind, tmp_path, monkeypatch):
+    first = zdata.load(kind, PAIR_REQUEST)
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "another-home"))  # no cache: built afresh
-    second = zdata.load("edges", EDGES_REQUEST)
+    second = zdata.load(kind, PAIR_REQUEST)
     for split in ("train", "val"):
         for key in ("A", "B"):
             assert torch.equal(getattr(first, split).tensors[key], getattr(second, split).tensors[key])
 
 
-def test_edges_are_canny_contours_of_real_photographs():
+@pytest.mark.parametrize("kind", PHOTO_PAIRS)
+def test_photo_pairs_are_drawn_from_real_photographs(kind):
+    """B is a window of a bundled photograph; A is drawn from B: its Canny contours
+    (edges) or its luminance (colorization)."""
+    from skimage.color import rgb2gray
+
     from zoo import images
 
-    splits = zdata.load("edges", DataRequest(size=64, channels=3, value_range=(0.0, 1.0), labels=False))
-    windows = images.edges_windows()
-    photos = {name: images._edges_photo(name) for name in images.EDGES_PHOTOS}
+    splits = zdata.load(kind, DataRequest(size=64, channels=3, value_range=(0.0, 1.0), labels=False))
+    windows = images.pair_windows()
+    photos = {name: images._bundled_photo(name) for name in images.PAIR_PHOTOS}
     for split in ("train", "val"):
         tensors = getattr(splits, split).tensors
         b = (tensors["B"] * 255).round().to(torch.uint8)
@@ -322,22 +330,30 @@ def test_edges_are_canny_contours_of_real_photographs():
             crop = Image.fromarray(photos[name][top : top + side, left : left + side]).resize((64, 64), Image.Resampling.BICUBIC)
             photo = b[i].permute(1, 2, 0).numpy()
             assert np.array_equal(photo, np.asarray(crop)), (split, i, name)
-            # ...and A exactly its edge drawing: black one-pixel contours on white.
-            assert np.array_equal(a[i].permute(1, 2, 0).numpy(), images.edge_map(photo))
-    density = (splits.train.tensors["A"] < 0.5).float().mean()
-    assert 0.02 < density < 0.25
+            drawing = a[i].permute(1, 2, 0).numpy()
+            if kind == "edges":
+                # ...and A exactly its edge drawing: black one-pixel contours on white.
+                assert np.array_equal(drawing, images.edge_map(photo))
+            else:
+                # ...and A the same pixels in black and white: equal channels, B's luminance.
+                assert np.array_equal(drawing[..., 0], drawing[..., 2])
+                assert np.abs(drawing[..., 0] / 255 - rgb2gray(photo)).max() <= 0.5 / 255 + 1e-9
+                assert not np.array_equal(photo[..., 0], photo[..., 2])  # B has colour A lacks
+    if kind == "edges":
+        density = (splits.train.tensors["A"] < 0.5).float().mean()
+        assert 0.02 < density < 0.25
 
 
 def test_edges_validation_never_overlaps_training():
     """Validation windows come from a band of each photo that training never sees."""
     from zoo import images
 
-    windows = images.edges_windows()
-    for name in images.EDGES_PHOTOS:
-        height, width = images._edges_photo(name).shape[:2]
+    windows = images.pair_windows()
+    for name in images.PAIR_PHOTOS:
+        height, width = images._bundled_photo(name).shape[:2]
         train = [w for w in windows["train"] if w[0] == name]
         val = [w for w in windows["val"] if w[0] == name]
-        assert len(train) == images.EDGES_TRAIN_PER_PHOTO and len(val) == images.EDGES_VAL_PER_PHOTO
+        assert len(train) == images.PAIR_TRAIN_PER_PHOTO and len(val) == images.PAIR_VAL_PER_PHOTO
         for _, top, left, side in train + val:
             assert 0 <= top and top + side <= height and 0 <= left and left + side <= width and side >= 32
         for _, vt, vl, vs in val:

@@ -26,7 +26,7 @@ def tiny_config(**overrides):
 # --------------------------------------------------------------------------- training through the CLI
 
 
-def test_train_on_default_edges_writes_metrics_and_sample_grid(zoo, tmp_path):
+def test_train_on_default_data_writes_metrics_and_sample_grid(zoo, tmp_path):
     out = tmp_path / "run"
     r = zoo("train", "pix2pix", "--max-steps", "3", *TINY, "--out", out, "--progress", "none")
     assert r.exit_code == 0, r
@@ -38,7 +38,7 @@ def test_train_on_default_edges_writes_metrics_and_sample_grid(zoo, tmp_path):
     # 8 validation pairs, one per row: input | output | target, 64 px each with 2 px padding.
     assert grid.size == (3 * 64 + 4 * 2, 8 * 64 + 9 * 2)
     state = checkpoint.load(out / "last.pt", plugin="pix2pix")
-    assert state["config"]["image_size"] == 64 and state["data"] == "edges"
+    assert state["config"]["image_size"] == 64 and state["data"] == "colorization"
     assert set(state["optimizers"]) == {"discriminator", "generator"}
 
 

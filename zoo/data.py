@@ -82,6 +82,7 @@ LOADERS: dict[str, str] = {
     "folder": "zoo.images:load_folder",
     "pix2pix": "zoo.images:load_pix2pix",
     "edges": "zoo.images:load_edges",
+    "colorization": "zoo.images:load_colorization",
 }
 NEEDS_PATH = {"mnist", "cifar10", "folder", "pix2pix"}
 
