@@ -268,7 +268,7 @@ class TrainCommand(click.Command):
 @click.option("--max-steps", type=click.INT, default=None, help="stop after this many optimisation steps in all")
 @click.option("--batch-size", "batch_size", type=click.INT, default=None, help="samples per step")
 @click.option("--lr", type=click.FLOAT, default=None, help="learning rate")
-@click.option("--data", default=None, help="dataset: digits, mnist:PATH, cifar10:PATH, folder:PATH, pix2pix:PATH [default: the plugin's]")
+@click.option("--data", default=None, help="dataset: digits, mnist:PATH, cifar10:PATH, folder:PATH, pix2pix:PATH, colorization, edges [default: the plugin's]")
 @click.option("--download", is_flag=True, help="download the dataset if it is missing (mnist; needs internet)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed for weights, batch order and noise")
@@ -276,13 +276,22 @@ class TrainCommand(click.Command):
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from a last.pt checkpoint")
 @click.option("--weights", default=None, help="initialise from pretrained weights: a NAME of the plugin's table or a file PATH")
 @click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True, help="progress display")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch [default: torch's, one per core]; 1 on a machine others are using")
 def train_command(plugin_name: str, max_steps: int | None, data: str | None, download: bool, device: str, seed: int,
-                  out: str | None, resume: str | None, weights: str | None, progress: str, **hparams: Any) -> None:
+                  out: str | None, resume: str | None, weights: str | None, progress: str, threads: int | None,
+                  **hparams: Any) -> None:
     """Train PLUGIN; writes last.pt, config.json and metrics.jsonl to the run directory.
 
     The plugin's own hyperparameters are options too: see `zoo train PLUGIN --help`."""
     from zoo import _registry, checkpoint, engine
 
+    if threads is not None:
+        import torch
+
+        # torch's default, one thread per core, slows down badly when other processes
+        # want those cores too (pix2pix: 66 s an epoch idle, up to twice that shared).
+        torch.set_num_threads(threads)
     plugin = _registry.get_plugin(plugin_name)
     given = {k: v for k, v in hparams.items() if v is not None}
     if resume is not None:

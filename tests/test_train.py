@@ -262,3 +262,24 @@ def test_progress_lines_when_not_a_terminal(zoo, tmp_path):
     assert r.exit_code == 0
     epoch_lines = [l for l in r.stdout.splitlines() if l.startswith("epoch=")]
     assert len(epoch_lines) == 2 and "val_accuracy=" in epoch_lines[0]
+
+
+def test_threads_option_sets_torch_threads(zoo, tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    seen = []
+    from zoo import engine
+
+    real_train = engine.train
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train", spy)
+    try:
+        r = zoo("train", "vae", "--threads", "1", "--max-steps", "1", "--out", tmp_path / "r", "--progress", "none")
+        assert r.exit_code == 0, r
+        assert seen == [1]
+    finally:
+        torch.set_num_threads(before)
+    assert "--threads" in one_line_error(zoo("train", "vae", "--threads", "0"), 2)
