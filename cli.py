@@ -173,9 +173,11 @@ def info_command(plugin_name: str, as_json: bool) -> None:
     click.echo(f"task: {d['task']}    reference: {d['reference']}")
     click.echo(f"datasets: {', '.join(d['datasets'])} (default: {d['default_dataset']})")
     click.echo("hyperparameters:")
-    for h in d["hyperparameters"]:
-        choices = f" {{{'|'.join(map(str, h['choices']))}}}" if "choices" in h else ""
-        click.echo(f"  {h['option']:<16} {h['type']:<6} default {h['default']!s:<8}{choices}  {h['help']}")
+    rows = [(h["option"], h["type"], f"default {h['default']!s}" + (f" {{{'|'.join(map(str, h['choices']))}}}" if "choices" in h else ""),
+             h["help"]) for h in d["hyperparameters"]]
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
+    for row in rows:
+        click.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
     click.echo("weights:" + ("" if d["weights"] else " none"))
     for w in d["weights"]:
         alias = "  (DEFAULT)" if w["name"] == d["default_weights"] else ""

@@ -460,7 +460,7 @@ plugin = Plugin(
             outputs=(TensorSpec("translated", range="RGB in [-1, 1], same height and width as the input", value_range=(-1.0, 1.0)),),
             example_inputs=_image_input,
             description="image -> translated image (eval mode: dropout off, each image normalised by its own statistics)",
-            dynamic_dims={"image": {2: "height", 3: "width"}},
+            dynamic_dims={"image": {2: "height", 3: "width"}, "translated": {2: "height", 3: "width"}},
         ),
     ),
     checkpoint_filter=checkpoint_filter,

@@ -21,6 +21,7 @@ import torch
 
 from conftest import registry_plugins
 from zoo import get_plugin
+from zoo.describe import describe
 from zoo.errors import ZooError
 from zoo.export import artifacts
 
@@ -82,6 +83,10 @@ def test_every_target_exports_and_passes_parity_on_cpu(zoo, tmp_path, plugin_nam
     assert [i["name"] for i in record["inputs"]] == [s.name for s in target.inputs]
     assert [o["name"] for o in record["outputs"]] == [s.name for s in target.outputs]
     assert all(i["shape"][0] == "batch" for i in record["inputs"])
+    # `zoo info` promises the shapes the exported file has (named axes included).
+    (described,) = [t for t in describe(get_plugin(plugin_name))["export_targets"] if t["name"] == target_name]
+    assert [i["shape"] for i in described["inputs"]] == [i["shape"] for i in record["inputs"]]
+    assert [o["shape"] for o in described["outputs"]] == [o["shape"] for o in record["outputs"]]
 
     checked = rows(manifest, target=target_name, format=fmt, device="cpu", runtime="python")
     assert sorted(r["batch"] for r in checked) == [1, 4]

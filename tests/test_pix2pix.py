@@ -219,7 +219,7 @@ def test_generator_scripts_and_takes_any_multiple_of_its_downsampling():
             eager, script = generator(x), scripted(x)
         assert eager.shape == shape and torch.allclose(script, eager, atol=1e-6)
     target = p2p.plugin.target("generator")
-    assert dict(target.dynamic_dims) == {"image": {2: "height", 3: "width"}}
+    assert dict(target.dynamic_dims) == {"image": {2: "height", 3: "width"}, "translated": {2: "height", 3: "width"}}
 
 
 # --------------------------------------------------------------------------- reference checkpoints

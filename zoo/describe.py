@@ -44,7 +44,8 @@ def _dtype(t: Any) -> str:
 
 def target_io(target: ExportTarget, config: Any, module: Any = None, batch: int = 2) -> dict[str, list[dict[str, Any]]]:
     """Input and output specs of an export target with shapes read off real tensors
-    (dimension 0 named ``batch``; other dynamic dims named by the target)."""
+    (dimension 0 named ``batch``; other dynamic dims named by the target's
+    `dynamic_dims`, outputs' too)."""
     import torch
 
     from zoo.export_support import as_tuple
@@ -58,7 +59,10 @@ def target_io(target: ExportTarget, config: Any, module: Any = None, batch: int 
     if module is not None:
         with torch.no_grad():
             results = as_tuple(module(*inputs))
-        outs = [{**spec.to_json(), "shape": _shape(t, {}), "dtype": _dtype(t)} for spec, t in zip(target.outputs, results)]
+        outs = [
+            {**spec.to_json(), "shape": _shape(t, dict(target.dynamic_dims.get(spec.name, {}))), "dtype": _dtype(t)}
+            for spec, t in zip(target.outputs, results)
+        ]
     return {"inputs": ins, "outputs": outs}
 
 

@@ -78,7 +78,10 @@ class ExportTarget:
     # Script by default; tracing only where a plugin declares it (the trace is checked).
     trace: bool = False
     description: str = ""
-    # Extra dynamic dimensions beyond the batch: {input name: {dim index: axis name}}.
+    # Extra dynamic dimensions beyond the batch: {tensor name: {dim index: axis name}}.
+    # Inputs' entries make those axes dynamic in exports; outputs' entries say which
+    # input axis an output axis follows (`zoo info` shows it; exports read it off the
+    # exported program, and a test checks the two agree).
     dynamic_dims: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
 
     def input_shapes(self, config: Any, batch: int) -> dict[str, tuple[int, ...]]:
