@@ -198,7 +198,8 @@ def symbolic_io(program: Any, target: "ExportTarget", io: dict[str, Any]) -> dic
     """`io` with every dynamic dimension named from the exported program: an output
     dim that is the same symbol as an input axis gets that axis's name (pix2pix's
     output is `height` x `width` like its input); other symbolic dims keep their
-    expression. Shapes from `describe.target_io` only know dimension 0."""
+    expression. `describe.target_io` knows only what the target declares (dimension 0
+    and `dynamic_dims`); the program is the authority for what was exported."""
     import torch
 
     names: dict[str, str] = {}

@@ -532,7 +532,8 @@ def export(plugin: Plugin, model: Any, config: Any, source: Source, *, targets: 
         program = None
         if "onnx" in formats or "pt2" in formats:
             # One torch.export serves ONNX and the CPU .pt2, and names every
-            # dynamic output dim (target_io only knows that dim 0 is the batch).
+            # dynamic output dim from the program itself (target_io knows only what the
+            # target declares).
             program = fmts.torch_export(module, target, export_inputs)
             io = fmts.symbolic_io(program, target, io)
         elif target.dynamic_dims:

@@ -336,7 +336,7 @@ def test_photo_pairs_are_drawn_from_real_photographs(kind):
                 assert np.array_equal(drawing, images.edge_map(photo))
             else:
                 # ...and A the same pixels in black and white: equal channels, B's luminance.
-                assert np.array_equal(drawing[..., 0], drawing[..., 2])
+                assert np.array_equal(drawing[..., 0], drawing[..., 1]) and np.array_equal(drawing[..., 0], drawing[..., 2])
                 assert np.abs(drawing[..., 0] / 255 - rgb2gray(photo)).max() <= 0.5 / 255 + 1e-9
                 assert not np.array_equal(photo[..., 0], photo[..., 2])  # B has colour A lacks
     if kind == "edges":
@@ -344,8 +344,8 @@ def test_photo_pairs_are_drawn_from_real_photographs(kind):
         assert 0.02 < density < 0.25
 
 
-def test_edges_validation_never_overlaps_training():
-    """Validation windows come from a band of each photo that training never sees."""
+def test_pair_windows_keep_validation_apart_from_training():
+    """Validation windows come from grid cells of each photo that training never touches."""
     from zoo import images
 
     windows = images.pair_windows()

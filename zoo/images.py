@@ -344,7 +344,9 @@ PAIR_WINDOW = (0.2, 0.3)
 # trained network; Canny gives the same kind of one-pixel binary contour map).
 EDGES_CANNY_SIGMA = 1.5
 PAIR_SEED = 20240603
-PAIR_VERSION = 3  # bump when the recipe above changes: the cache key includes it
+# Bump when the recipe changes (the constants above, edge_map, greyscale,
+# PHOTO_PAIR_SOURCES): the cache key includes it.
+PAIR_VERSION = 3
 
 
 def _bundled_photo(name: str) -> "np.ndarray":
@@ -407,9 +409,9 @@ def pair_windows() -> dict[str, list[tuple[str, int, int, int]]]:
     return windows
 
 
-def grey_drawing(photo: "np.ndarray") -> "np.ndarray":
+def greyscale(photo: "np.ndarray") -> "np.ndarray":
     """(H, W, 3) uint8 photo -> (H, W, 3) uint8 black-and-white version: its luminance
-    (ITU-R 601 weights, skimage's rgb2gray) repeated in the three channels, the input
+    (skimage's rgb2gray: ITU-R BT.709 weights 0.2125, 0.7154, 0.0721) repeated in the three channels, the input
     of the pix2pix paper's BW -> colour task."""
     import numpy as np
     from skimage.color import rgb2gray
@@ -419,7 +421,7 @@ def grey_drawing(photo: "np.ndarray") -> "np.ndarray":
 
 
 # How A is drawn from the photo crop B, by offline dataset.
-PHOTO_PAIR_SOURCES = {"edges": edge_map, "colorization": grey_drawing}
+PHOTO_PAIR_SOURCES = {"edges": edge_map, "colorization": greyscale}
 
 
 def _photo_pairs(size: int, kind: str) -> dict[str, "torch.Tensor"]:
