@@ -132,7 +132,7 @@ def export_command(plugin_name: str, torchscript: bool, onnx: bool, pt2: bool, a
     Exporting again into a directory holding an export of the same weights adds
     to its export.json (e.g. a later --pt2), so `zoo verify DIR` checks them all.
     """
-    from zoo import _registry
+    from zoo import _registry, engine
     from zoo.export import pipeline
 
     started = time.perf_counter()
@@ -155,7 +155,7 @@ def export_command(plugin_name: str, torchscript: bool, onnx: bool, pt2: bool, a
         plugin.target(name)
     sizes = _batch_sizes(batch_sizes)
     plan = pipeline.plan_devices(device)
-    overrides = pipeline.parse_overrides(plugin, config_pairs)
+    overrides = engine.parse_config_pairs(plugin, config_pairs)
     out_dir = Path(out) if out else Path("exports") / plugin.name
 
     model, config, source = pipeline.build_model(plugin, checkpoint=checkpoint, weights=weights, random_init=random_init,

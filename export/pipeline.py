@@ -73,38 +73,6 @@ def state_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def parse_overrides(plugin: Plugin, pairs: Sequence[str]) -> dict[str, Any]:
-    """`--config NAME=VALUE` pairs typed by the plugin's config dataclass."""
-    import typing
-
-    hints = typing.get_type_hints(plugin.config_class)
-    fields = {f.name: f for f in dataclasses.fields(plugin.config_class)}
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, eq, raw = pair.partition("=")
-        name = name.strip().lstrip("-").replace("-", "_")
-        if not eq or name not in fields:
-            valid = ", ".join(sorted(fields))
-            raise UsageError(f"--config {pair!r}: expected NAME=VALUE with NAME one of {valid}")
-        kind = hints.get(name, str)
-        try:
-            if kind is bool:
-                if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(raw)
-                value: Any = raw.lower() in ("1", "true", "yes", "on")
-            elif kind in (int, float, str):
-                value = kind(raw)
-            else:
-                value = json.loads(raw)
-        except (ValueError, json.JSONDecodeError):
-            raise UsageError(f"--config {pair!r}: {raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None
-        choices = fields[name].metadata.get("choices")
-        if choices and value not in choices:
-            raise UsageError(f"--config {pair!r}: choose one of {', '.join(map(str, choices))}")
-        out[name] = value
-    return out
-
-
 def build_model(plugin: Plugin, *, checkpoint: str | None = None, weights: str | None = None, random_init: bool = False,
                 seed: int = 0, overrides: dict[str, Any] | None = None, log: Log = _quiet_log) -> tuple[Any, Any, Source]:
     """(eval-mode model on the CPU, its config, its Source)."""

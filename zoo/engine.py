@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from zoo import checkpoint, devices, paths
 from zoo.errors import TrainingDiverged, UsageError, ZooError
@@ -68,6 +68,42 @@ def config_from_dict(plugin: Plugin, values: dict[str, Any]) -> Any:
             v = values[f.name]
             fixed[f.name] = tuple(v) if isinstance(v, list) else v
     return plugin.config_class(**fixed)
+
+
+def parse_config_pairs(plugin: Plugin, pairs: Sequence[str]) -> dict[str, Any]:
+    """`--config NAME=VALUE` pairs (`zoo export`, `zoo weights import`) -> values typed
+    by the plugin's config dataclass and checked against its choices."""
+    import typing
+
+    fields = {f.name: f for f in dataclasses.fields(plugin.config_class)}
+    hints = typing.get_type_hints(plugin.config_class)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"--config {pair!r}: write NAME=VALUE, e.g. --config latent_dim=8")
+        if key not in fields:
+            raise UsageError(f"--config {pair!r}: {plugin.name} has no hyperparameter {key!r} (valid: {', '.join(sorted(fields))})")
+        kind = hints.get(key, str)
+        raw = raw.strip()
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(raw)
+                value: Any = raw.lower() in ("true", "1", "yes", "on")
+            elif kind in (int, float, str):
+                value = kind(raw)
+            else:
+                value = json.loads(raw)
+        except ValueError:  # json.JSONDecodeError is a ValueError
+            type_name = getattr(kind, "__name__", kind)
+            raise UsageError(f"--config {pair!r}: {key} takes a {type_name}; {raw!r} is not a valid {type_name}") from None
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise UsageError(f"--config {pair!r}: {key} is one of {', '.join(map(str, choices))}")
+        out[key] = value
+    return out
 
 
 def seed_everything(seed: int) -> None:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -119,40 +118,6 @@ def download_command(plugin_name: str, name: str) -> None:
 # --------------------------------------------------------------------------- shared
 
 
-def _parse_config_pairs(plugin: Any, pairs: tuple[str, ...]) -> dict[str, Any]:
-    """`--config latent_dim=8` pairs -> typed values, checked against the plugin's fields."""
-    fields = {f.name: f for f in dataclasses.fields(plugin.config_class)}
-    hints = typing.get_type_hints(plugin.config_class)
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or not key:
-            raise UsageError(f"--config {pair!r}: write KEY=VALUE, e.g. --config latent_dim=8")
-        if key not in fields:
-            raise UsageError(f"--config {pair!r}: {plugin.name} has no hyperparameter {key!r} (valid: {', '.join(fields)})")
-        kind = hints.get(key, str)
-        raw = raw.strip()
-        try:
-            if kind is bool:
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError
-                value: Any = raw.lower() in ("true", "1", "yes", "on")
-            elif kind is int:
-                value = int(raw)
-            elif kind is float:
-                value = float(raw)
-            else:
-                value = raw
-        except ValueError:
-            raise UsageError(f"--config {pair!r}: {key} takes a {getattr(kind, '__name__', kind)}") from None
-        choices = fields[key].metadata.get("choices")
-        if choices and value not in choices:
-            raise UsageError(f"--config {pair!r}: {key} is one of {', '.join(map(str, choices))}")
-        out[key] = value
-    return out
-
-
 def _parse_components(raw: tuple[str, ...], children: list[str]) -> list[str] | None:
     names = [c.strip() for item in raw for c in item.split(",") if c.strip()]
     if not names:
@@ -213,7 +178,7 @@ def import_command(plugin_name: str, file: str, name: str | None, config_pairs: 
     path = Path(file).expanduser()
     if not path.is_file():
         raise UsageError(f"{file}: no such file")
-    overrides = _parse_config_pairs(plugin, config_pairs)
+    overrides = engine.parse_config_pairs(plugin, config_pairs)
     if name is None:
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).strip("._-").upper() or "IMPORTED"
     if not zweights.IMPORT_NAME.match(name) or name == plugin.DEFAULT:
