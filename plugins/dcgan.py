@@ -29,7 +29,7 @@ from torch import nn
 
 from zoo.errors import CheckpointError, UsageError
 from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
-from zoo.plugins.gan import AdversarialMetrics, adam_pair, adversarial_step
+from zoo.plugins.gan import AdversarialMetrics, adam_pair, adversarial_step, noise_input
 
 BASE = 4  # spatial size of the projected noise; every stride-2 layer doubles it
 LEAKY_SLOPE = 0.2  # Radford et al.: "the slope of the leak was set to 0.2"
@@ -255,14 +255,10 @@ def checkpoint_filter(state: Mapping[str, Any], model: DCGAN) -> dict[str, Any]:
     return dict(state)
 
 
-def _noise_input(config: DCGANConfig, batch: int, gen: torch.Generator) -> tuple[torch.Tensor]:
-    return (torch.randn(batch, config.latent_dim, generator=gen),)
-
-
 def _sample_inputs(config: DCGANConfig, n: int, label: int | None, gen: torch.Generator) -> tuple[torch.Tensor]:
     if label is not None:
         raise UsageError("dcgan is not conditional: --label does not apply (cgan takes a class label)")
-    return _noise_input(config, n, gen)
+    return noise_input(config, n, gen)
 
 
 # Generator only (sampling and export need nothing else), trained by zoo on the bundled
@@ -322,7 +318,7 @@ plugin = Plugin(
             module=lambda model: model.generator,
             inputs=(TensorSpec("z", range="standard normal noise N(0, I)"),),
             outputs=(TensorSpec("image", range="pixels in [-1, 1] (Tanh), channels x size x size", value_range=(-1.0, 1.0)),),
-            example_inputs=_noise_input,
+            example_inputs=noise_input,
             description="noise -> image",
         ),
     ),

@@ -207,7 +207,8 @@ class GANTrainer(Trainer):
         return make_grid(self.model.generator(z.to(self.device)), nrow=8, padding=2)
 
 
-def _noise_input(config: GANConfig, batch: int, gen: torch.Generator) -> tuple[torch.Tensor]:
+def noise_input(config: Any, batch: int, gen: torch.Generator) -> tuple[torch.Tensor]:
+    """z ~ N(0, I) of size config.latent_dim, the generator's input (gan and dcgan)."""
     return (torch.randn(batch, config.latent_dim, generator=gen),)
 
 
@@ -216,7 +217,7 @@ def _sample_inputs(config: GANConfig, n: int, label: int | None, gen: torch.Gene
         from zoo.errors import UsageError
 
         raise UsageError("gan is not conditional: --label does not apply (cgan takes a class label)")
-    return _noise_input(config, n, gen)
+    return noise_input(config, n, gen)
 
 
 # Generator only (sampling and export need nothing else), trained by zoo on the bundled
@@ -276,7 +277,7 @@ plugin = Plugin(
             module=lambda model: model.generator,
             inputs=(TensorSpec("z", range="standard normal noise N(0, I)"),),
             outputs=(TensorSpec("image", range="pixels in [0, 1], 1x28x28, white digit on black", value_range=(0.0, 1.0)),),
-            example_inputs=_noise_input,
+            example_inputs=noise_input,
             description="noise -> image",
         ),
     ),
