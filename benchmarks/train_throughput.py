@@ -283,16 +283,16 @@ def peak_gflops() -> float:
     return flops / statistics.median(times) / 1e9
 
 
-def step_flops(name: str, config, data_spec: str) -> float:
-    """FLOPs of one engine training step (forward and backward), counted by torch."""
+def step_flops(name: str, config, train) -> float:
+    """FLOPs of one engine training step (forward and backward) on the `train` split,
+    counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
     plugin = get_plugin(name)
-    splits = zdata.load(data_spec, plugin.data_request(config))
     model = plugin.build(config)
     trainer = plugin.trainer_class(model, config, torch.device("cpu"))
     optimizers = trainer.configure_optimizers()
-    batch = next(splits.train.batches(config.batch_size, generator=torch.Generator().manual_seed(0)))
+    batch = next(train.batches(config.batch_size, generator=torch.Generator().manual_seed(0)))
     batch = trainer.augment(batch, torch.Generator().manual_seed(0))
     counter = FlopCounterMode(display=False)
     with counter:
@@ -327,7 +327,8 @@ def main() -> None:
             plugin = get_plugin(name)
             config = plugin.config()
             spec = f"{DATASET[name]}:{data[DATASET[name]]}"
-            steps_per_epoch = math.ceil(len(zdata.load(spec, plugin.data_request(config)).train) / config.batch_size)
+            train = zdata.load(spec, plugin.data_request(config)).train
+            steps_per_epoch = math.ceil(len(train) / config.batch_size)
             epochs = max(args.epochs, math.ceil(args.min_steps / steps_per_epoch))
             probe = plugin.build(config)
             shipped = optimizer_kind(shipped_optimizers(name, probe, config))
@@ -344,7 +345,7 @@ def main() -> None:
                     best[side] = max(best[side], seen / seconds)
                 seconds, seen, _ = engine_run(name, config, spec, epochs, tmp / f"{name}-{rep}")
                 best["engine"] = max(best["engine"], seen / seconds)
-            flops = step_flops(name, config, spec)
+            flops = step_flops(name, config, train)
             steps_per_s = best["engine"] / config.batch_size
             rows.append(
                 {
