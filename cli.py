@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import json
 import sys
-import typing
 from typing import Any
 
 import click
@@ -105,7 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-# --------------------------------------------------------------------------- list / info
+# --------------------------------------------------------------------------- list / info / datasets
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their widest cell; the last column runs free."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]) for row in rows]
 
 
 @cli.command("list")
@@ -113,21 +118,24 @@ def main(argv: list[str] | None = None) -> None:
 def list_command(as_json: bool) -> None:
     """Every installed plugin, where it comes from, and whether it loads."""
     from zoo import _registry
+    from zoo.capabilities import capabilities
 
     rows = []
-    for name, entry in _registry.discover().items():
-        p = entry.plugin
+    for name, entry in _registry.plugins.entries().items():
+        p = entry.obj
         rows.append(
             {
                 "name": name,
                 "summary": p.summary if p else "",
-                "task": p.task if p else "",
+                "task": (p.task or ", ".join(capabilities(p))) if p else "",
+                "capabilities": capabilities(p) if p else [],
                 "distribution": entry.distribution,
                 "version": entry.version,
                 "entry_point": entry.value,
                 "status": entry.status,
                 "error": entry.error,
                 "default_dataset": p.default_dataset if p else None,
+                "datasets": list(p.datasets) if p else [],
                 "export_targets": [t.name for t in p.export_targets] if p else [],
                 "weights": [w.name for w in p.weights] if p else [],
             }
@@ -138,30 +146,44 @@ def list_command(as_json: bool) -> None:
     if not rows:
         click.echo("no plugins installed (entry-point group 'zoo.plugins')")
         return
-    header = ("NAME", "STATUS", "FROM", "TASK", "DATA", "TARGETS", "SUMMARY")
-    table = [header]
+    table = [("NAME", "STATUS", "FROM", "TASK", "DATA", "TARGETS", "SUMMARY")]
     for r in rows:
-        table.append(
-            (
-                r["name"],
-                r["status"],
-                f"{r['distribution']} {r['version']}",
-                r["task"] or "-",
-                r["default_dataset"] or "-",
-                ",".join(r["export_targets"]) or "-",
-                r["summary"] if r["status"] == "ok" else f"error: {r['error']}",
-            )
-        )
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
-    for row in table:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]))
+        table.append((r["name"], r["status"], f"{r['distribution']} {r['version']}", r["task"] or "-", r["default_dataset"] or "-",
+                      ",".join(r["export_targets"]) or "-", r["summary"] if r["status"] == "ok" else f"error: {r['error']}"))
+    for line in _table(table):
+        click.echo(line)
+
+
+@cli.command("datasets")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list instead of a table")
+def datasets_command(as_json: bool) -> None:
+    """Every installed dataset: where it comes from, what it yields, whether it needs a
+    path, and whether it loads."""
+    from zoo import _registry
+    from zoo.describe import describe_dataset
+
+    rows = [describe_dataset(entry) for entry in _registry.datasets.entries().values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no datasets installed (entry-point group 'zoo.datasets')")
+        return
+    table = [("NAME", "STATUS", "FROM", "--data", "YIELDS", "SUMMARY")]
+    for r in rows:
+        usage = f"{r['name']}:PATH" if r["needs_path"] else r["name"]
+        yields = ", ".join(f"{t['name']} {t['dtype']}[{','.join(map(str, t['shape']))}]" for t in r["yields"]) or "-"
+        table.append((r["name"], r["status"], f"{r['distribution']} {r['version']}", usage, yields,
+                      r["summary"] if r["status"] == "ok" else f"error: {r['error']}"))
+    for line in _table(table):
+        click.echo(line)
 
 
 @cli.command("info")
 @click.argument("plugin_name", metavar="PLUGIN")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def info_command(plugin_name: str, as_json: bool) -> None:
-    """Hyperparameters, datasets, weights and export targets of PLUGIN."""
+    """Hyperparameters, data, weights and export targets of PLUGIN."""
     from zoo import _registry
     from zoo.describe import describe
 
@@ -170,11 +192,14 @@ def info_command(plugin_name: str, as_json: bool) -> None:
         click.echo(json.dumps(d, indent=2, default=str))
         return
     click.echo(f"{d['name']} ({d['distribution']} {d['version']}): {d['summary']}")
-    click.echo(f"task: {d['task']}    reference: {d['reference']}")
+    click.echo(f"task: {d['task'] or '-'}    can: {', '.join(d['capabilities'])}    reference: {d['reference']}")
     click.echo(f"datasets: {', '.join(d['datasets'])} (default: {d['default_dataset']})")
+    click.echo("data: " + ", ".join(f"{t['name']} ({t['kind']}: {t['dtype']} {t['shape']})" for t in d["data_request"]["tensors"]))
     click.echo("hyperparameters:")
-    rows = [(h["option"], h["type"], f"default {h['default']!s}" + (f" {{{'|'.join(map(str, h['choices']))}}}" if "choices" in h else ""),
-             h["help"]) for h in d["hyperparameters"]]
+    rows = []
+    for h in d["hyperparameters"]:
+        extra = f" {{{'|'.join(map(str, h['choices']))}}}" if "choices" in h else (f" {h['range']}" if h.get("range") else "")
+        rows.append((h["option"], h["type"], f"default {h['default']!s}{extra}", h["help"]))
     widths = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
     for row in rows:
         click.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
@@ -184,9 +209,16 @@ def info_command(plugin_name: str, as_json: bool) -> None:
         click.echo(f"  {w['name']}{alias}  sha256 {w['sha256'][:12]}  {w['source']}")
     click.echo("export targets:" + ("" if d["export_targets"] else " none"))
     for t in d["export_targets"]:
-        ins = ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in t["inputs"])
+        ins = ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" + (f" in {i['value_range']}" if i.get("value_range") and i["dtype"].startswith(("int", "uint")) else "")
+                        for i in t["inputs"])
         outs = ", ".join(f"{o['name']} {o.get('dtype', '')}{o.get('shape', '')}" for o in t["outputs"])
         click.echo(f"  {t['name']}: {ins} -> {outs}" + (f"    ({t['description']})" if t["description"] else ""))
+        notes = [f"{fmt} via {how}" for fmt, how in t["exporters"].items() if how not in ("script", "dynamo", "aotinductor")]
+        notes += [f"no {fmt}: {why}" for fmt, why in t["skip_formats"].items()]
+        if t["axis_sizes"]:
+            notes.append("parity at " + ", ".join(f"{axis} {sizes}" for axis, sizes in t["axis_sizes"].items()))
+        for note in notes:
+            click.echo(f"    {note}")
 
 
 # --------------------------------------------------------------------------- train
@@ -194,43 +226,47 @@ def info_command(plugin_name: str, as_json: bool) -> None:
 GENERIC_HPARAMS = ("epochs", "batch_size", "lr")
 
 
-class TypedChoice(click.Choice):
-    """A choice among a field's allowed values that hands the field its own type back:
-    `--image-size 64` gives the int 64, not the string click matched."""
+class FieldType(click.ParamType):
+    """A hyperparameter's value parsed by `zoo.config` (ints, floats, strings, lists
+    such as 256,128), so the CLI and recorded commands read values the same way."""
 
-    def __init__(self, choices: Any, kind: Any):
-        super().__init__([str(c) for c in choices])
-        self.kind = kind
+    def __init__(self, field: Any):
+        self.field = field
+        # click's own names, so --help reads `--hidden INTEGER` as for click.INT
+        self.name = {int: "integer", float: "float", str: "text"}.get(field.kind, "list")
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        return self.kind(super().convert(str(value), param, ctx))
+        from zoo import config as zconfig
 
-
-def _click_type(kind: Any, choices: Any) -> Any:
-    if choices:
-        return TypedChoice(choices, kind if kind in (int, float, str) else str)
-    return {int: click.INT, float: click.FLOAT, str: click.STRING}.get(kind, click.STRING)
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = zconfig.parse_value(self.field, value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if self.field.choices and parsed not in self.field.choices:
+            self.fail(f"{value!r} is not one of {', '.join(map(str, self.field.choices))}", param, ctx)
+        return parsed
 
 
 def hparam_options(plugin: Any) -> list[click.Option]:
-    """One real click option per config field, with its type, default and help.
+    """One real click option per config field, with its type, default, range and help.
     Defaults stay None so only what the user typed overrides a resumed config."""
-    hints = typing.get_type_hints(plugin.config_class)
+    from zoo import config as zconfig
+
     options = []
-    for f in dataclasses.fields(plugin.config_class):
+    for f in zconfig.fields(plugin.config_class):
         if f.name in GENERIC_HPARAMS:
             continue
-        kind = hints.get(f.name, str)
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if kind is bool:
-            options.append(
-                click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=f"{help_text} [default: {'on' if f.default else 'off'}]")
-            )
+        bounds = f" {f.describe_range()}" if f.bounds else ""
+        if f.kind is bool:
+            options.append(click.Option([f"{f.option}/--no-{f.option[2:]}", f.name], default=None,
+                                        help=f"{f.help} [default: {'on' if f.default else 'off'}]"))
         else:
-            options.append(
-                click.Option([flag, f.name], type=_click_type(kind, f.metadata.get("choices")), default=None, help=f"{help_text} [default: {f.default}]")
-            )
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            choices = f" {{{'|'.join(map(str, f.choices))}}}" if f.choices else ""
+            options.append(click.Option([f.option, f.name], type=FieldType(f), default=None,
+                                        help=f"{f.help} [default: {shown}{choices}{bounds}]"))
     return options
 
 
@@ -267,26 +303,27 @@ class TrainCommand(click.Command):
 @cli.command("train", cls=TrainCommand, context_settings={"show_default": False})
 @click.argument("plugin_name", metavar="PLUGIN")
 @click.option("--epochs", type=click.INT, default=None, help="passes over the training split")
-@click.option("--max-steps", type=click.INT, default=None, help="stop after this many optimisation steps in all")
+@click.option("--max-steps", type=click.INT, default=None, help="stop after this many optimisation steps in all (a schedule stays the full run's)")
 @click.option("--batch-size", "batch_size", type=click.INT, default=None, help="samples per step")
 @click.option("--lr", type=click.FLOAT, default=None, help="learning rate")
-@click.option("--data", default=None, help="dataset: digits, mnist:PATH, cifar10:PATH, folder:PATH, pix2pix:PATH, colorization, edges [default: the plugin's]")
-@click.option("--download", is_flag=True, help="download the dataset if it is missing (mnist; needs internet)")
+@click.option("--data", default=None, help="dataset: NAME or NAME:PATH, e.g. digits, mnist:PATH (see zoo datasets) [default: the plugin's]")
+@click.option("--download", is_flag=True, help="download the dataset if it is missing (datasets that can; needs internet)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
-@click.option("--seed", type=click.INT, default=0, show_default=True, help="seed for weights, batch order and noise")
+@click.option("--seed", type=click.INT, default=None, help="seed for weights, batch order and noise [default: 0; a resumed run keeps its own]")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="run directory [default: a new runs/PLUGIN/NNN]")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from a last.pt checkpoint")
 @click.option("--weights", default=None, help="initialise from pretrained weights: a NAME of the plugin's table or a file PATH")
 @click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True, help="progress display")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch [default: torch's, one per core]; 1 on a machine others are using")
-def train_command(plugin_name: str, max_steps: int | None, data: str | None, download: bool, device: str, seed: int,
+def train_command(plugin_name: str, max_steps: int | None, data: str | None, download: bool, device: str, seed: int | None,
                   out: str | None, resume: str | None, weights: str | None, progress: str, threads: int | None,
                   **hparams: Any) -> None:
     """Train PLUGIN; writes last.pt, config.json and metrics.jsonl to the run directory.
 
     The plugin's own hyperparameters are options too: see `zoo train PLUGIN --help`."""
     from zoo import _registry, checkpoint, engine
+    from zoo import config as zconfig
 
     if threads is not None:
         import torch
@@ -297,18 +334,24 @@ def train_command(plugin_name: str, max_steps: int | None, data: str | None, dow
     plugin = _registry.get_plugin(plugin_name)
     given = {k: v for k, v in hparams.items() if v is not None}
     if resume is not None:
-        state = checkpoint.load(resume, plugin=plugin.name)
+        state = checkpoint.load(resume, plugin=plugin.name, training=True)
         base = dict(state["config"])
-        changed = sorted(k for k in given if k not in ("epochs",) and given[k] != base.get(k))
+        changed = sorted(k for k in given if k not in ("epochs",) and zconfig.coerce(_field(plugin, k), given[k]) != zconfig.coerce(_field(plugin, k), base.get(k)))
         if changed:
             raise UsageError(f"--resume keeps the checkpoint's hyperparameters; only --epochs may change (got {', '.join('--' + c.replace('_', '-') for c in changed)})")
         base.update(given)
-        config = engine.config_from_dict(plugin, base)
+        config = zconfig.from_dict(plugin.config_class, base, plugin=plugin.name)
     else:
-        config = engine.config_from_dict(plugin, given)
+        config = zconfig.from_dict(plugin.config_class, given, plugin=plugin.name)
     result = engine.train(plugin, config, data=data, device=device, seed=seed, out=out, resume=resume,
                           max_steps=max_steps, weights=weights, download=download, progress=progress)
     click.echo(f"wrote {result.out_dir} (checkpoint {result.checkpoint})")
+
+
+def _field(plugin: Any, name: str) -> Any:
+    from zoo import config as zconfig
+
+    return next(f for f in zconfig.fields(plugin.config_class) if f.name == name)
 
 
 if __name__ == "__main__":

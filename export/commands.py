@@ -132,7 +132,8 @@ def export_command(plugin_name: str, torchscript: bool, onnx: bool, pt2: bool, a
     Exporting again into a directory holding an export of the same weights adds
     to its export.json (e.g. a later --pt2), so `zoo verify DIR` checks them all.
     """
-    from zoo import _registry, engine
+    from zoo import _registry
+    from zoo import config as zconfig
     from zoo.export import pipeline
 
     started = time.perf_counter()
@@ -155,14 +156,14 @@ def export_command(plugin_name: str, torchscript: bool, onnx: bool, pt2: bool, a
         plugin.target(name)
     sizes = _batch_sizes(batch_sizes)
     plan = pipeline.plan_devices(device)
-    overrides = engine.parse_config_pairs(plugin, config_pairs)
+    overrides = zconfig.parse_pairs(plugin.config_class, config_pairs, plugin=plugin.name)
     out_dir = Path(out) if out else Path("exports") / plugin.name
 
-    model, config, source = pipeline.build_model(plugin, checkpoint=checkpoint, weights=weights, random_init=random_init,
-                                                 seed=seed, overrides=overrides, log=_log)
-    manifest = pipeline.export(plugin, model, config, source, targets=list(targets) or None, formats=formats, out_dir=out_dir,
-                               opset=opset, batch_sizes=sizes, device_plan=plan, export_batch=export_batch,
-                               latency=not no_latency, log=_log)
+    built = pipeline.build_model(plugin, checkpoint=checkpoint, weights=weights, random_init=random_init,
+                                 seed=seed, overrides=overrides, log=_log)
+    manifest = pipeline.export(plugin, built.model, built.config, built.source, targets=list(targets) or None, formats=formats,
+                               out_dir=out_dir, opset=opset, batch_sizes=sizes, device_plan=plan, export_batch=export_batch,
+                               latency=not no_latency, data_info=built.data_info, log=_log)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     else:

@@ -99,12 +99,13 @@ def atomic_file(final: Path) -> Iterator[Path]:
 
 
 def base_metadata(plugin: "Plugin", target: "ExportTarget", io: dict[str, Any], checkpoint_sha256: str | None,
-                  config: Any = None) -> dict[str, Any]:
+                  config: Any = None, data_info: Any = None) -> dict[str, Any]:
     """The part of `zoo.json` that every format of one target shares. `config` (the
     hyperparameters) lets a consumer such as `zoo sample --artifact` shape its inputs."""
     import torch
 
-    from zoo.engine import config_to_dict, plugin_version, zoo_version
+    from zoo.config import to_dict as config_to_dict
+    from zoo.versions import plugin_version, zoo_version
 
     return {
         "plugin": plugin.name,
@@ -119,6 +120,8 @@ def base_metadata(plugin: "Plugin", target: "ExportTarget", io: dict[str, Any], 
         "rtol": target.rtol,
         "atol": target.atol,
         "config": config_to_dict(config) if config is not None else None,
+        # What the data knew (class names, a vocabulary), so a runtime can decode outputs.
+        "data_info": data_info.to_json() if data_info is not None else {},
     }
 
 

@@ -44,86 +44,17 @@ def _quiet_log(message: str) -> None:
 # --------------------------------------------------------------------------- the eager model
 
 
-@dataclass
-class Source:
-    """Where the exported weights came from, enough for `zoo verify` to rebuild them."""
+def build_model(plugin: Plugin, **kwargs: Any) -> Any:
+    """The model to export: `zoo.models.build_model` (one way to a ready model for every command)."""
+    from zoo import models
 
-    kind: str  # "checkpoint", "weights" or "random-init"
-    path: str | None = None
-    name: str | None = None
-    sha256: str | None = None
-    seed: int | None = None
-    # Digest of the model's state dict: proves a rebuilt eager model is the exported one.
-    state_sha256: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    return models.build_model(plugin, **kwargs)
 
 
-def state_digest(model: Any) -> str:
-    """sha256 over names, dtypes, shapes and bytes of every tensor in the state dict."""
-    import torch
-
-    h = hashlib.sha256()
-    for key, value in model.state_dict().items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        h.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def build_model(plugin: Plugin, *, checkpoint: str | None = None, weights: str | None = None, random_init: bool = False,
-                seed: int = 0, overrides: dict[str, Any] | None = None, log: Log = _quiet_log) -> tuple[Any, Any, Source]:
-    """(eval-mode model on the CPU, its config, its Source)."""
-    import torch
-
+def rebuild_model(plugin: Plugin, manifest: dict[str, Any], checkpoint: str | None = None, weights: str | None = None) -> Any:
+    """The eager model an export was made from (a `zoo.models.Built`), checked against the recorded digests."""
     from zoo import checkpoint as ckpt
-    from zoo import engine, paths
-    from zoo import weights as zweights
-
-    given = [name for name, value in (("--checkpoint", checkpoint), ("--weights", weights), ("--random-init", random_init)) if value]
-    if len(given) > 1:
-        raise UsageError(f"{' and '.join(given)} exclude each other; pick one source of weights")
-    if overrides and not random_init:
-        raise UsageError("--config applies only with --random-init (a checkpoint or weights file brings its own config)")
-    if not given:
-        latest = paths.latest_checkpoint(plugin.name)
-        if latest is None:
-            raise UsageError(
-                f"no trained {plugin.name} under {paths.runs_root() / plugin.name}: train one first (zoo train {plugin.name}), "
-                f"or pass --checkpoint PATH, --weights NAME or --random-init"
-            )
-        log(f"using the newest checkpoint of {plugin.name}: {latest}")
-        checkpoint = str(latest)
-
-    if checkpoint is not None:
-        state = ckpt.load(checkpoint, plugin=plugin.name)
-        config = engine.config_from_dict(plugin, state.get("config") or {})
-        model = plugin.build(config)
-        ckpt.load_state_dict_strict(model, state["model"], what=f"checkpoint {checkpoint}")
-        source = Source("checkpoint", path=str(Path(checkpoint).resolve()), sha256=ckpt.sha256_file(checkpoint))
-    elif weights is not None:
-        model, config, loaded = zweights.build(plugin, weights)  # reads the file once
-        is_path = Path(weights).expanduser().is_file()
-        source = Source("weights", path=str(loaded.path.resolve()), name=None if is_path else weights, sha256=loaded.sha256)
-    else:
-        config = engine.config_from_dict(plugin, overrides or {})
-        # Seeded on a forked generator: the same --seed gives the same weights, and the
-        # caller's global random state is left as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = plugin.build(config)
-        source = Source("random-init", seed=seed)
-    model.eval()
-    source.state_sha256 = state_digest(model)
-    return model, config, source
-
-
-def rebuild_model(plugin: Plugin, manifest: dict[str, Any], checkpoint: str | None = None, weights: str | None = None) -> tuple[Any, Any]:
-    """The eager model an export was made from, checked against the recorded digests."""
-    from zoo import checkpoint as ckpt
-    from zoo import engine
+    from zoo import config as zconfig
 
     recorded = manifest.get("source") or {}
     kind = recorded.get("kind")
@@ -133,25 +64,23 @@ def rebuild_model(plugin: Plugin, manifest: dict[str, Any], checkpoint: str | No
             raise ZooError(f"the checkpoint this export was made from ({path}) is missing; pass --checkpoint PATH to where it is now")
         if recorded.get("sha256") and ckpt.sha256_file(path) != recorded["sha256"]:
             raise CheckpointError(f"checkpoint {path} is not the one this export was made from (sha256 differs from export.json)")
-        model, config, source = build_model(plugin, checkpoint=path)
+        built = build_model(plugin, checkpoint=path)
     elif kind == "weights" or weights is not None:
         spec = weights or recorded.get("name") or recorded.get("path")
-        model, config, source = build_model(plugin, weights=spec)
-        if recorded.get("sha256") and source.sha256 != recorded["sha256"]:
+        built = build_model(plugin, weights=spec)
+        if recorded.get("sha256") and built.source.sha256 != recorded["sha256"]:
             raise CheckpointError(f"weights {spec} are not the ones this export was made from (sha256 differs from export.json)")
     elif kind == "random-init":
-        overrides = manifest.get("config") or {}
-        config = engine.config_from_dict(plugin, overrides)
-        model, config, source = build_model(plugin, random_init=True, seed=int(recorded.get("seed") or 0),
-                                            overrides=engine.config_to_dict(config))
+        config = zconfig.from_dict(plugin.config_class, manifest.get("config") or {}, plugin=plugin.name)
+        built = build_model(plugin, random_init=True, seed=int(recorded.get("seed") or 0), overrides=zconfig.to_dict(config))
     else:
         raise ZooError(f"export.json does not say where its weights came from (source kind {kind!r})")
-    if recorded.get("state_sha256") and source.state_sha256 != recorded["state_sha256"]:
+    if recorded.get("state_sha256") and built.source.state_sha256 != recorded["state_sha256"]:
         raise ZooError(
             "the rebuilt eager model differs from the exported one (state digest mismatch"
             + (": random init depends on the torch version and platform; export from a checkpoint to verify elsewhere)" if kind == "random-init" else ")")
         )
-    return model, config
+    return built
 
 
 # --------------------------------------------------------------------------- devices and directories
@@ -319,8 +248,8 @@ def run_parity(plugin: Plugin, model: Any, config: Any, directory: Path, records
 
     for target_name, target_records in by_target.items():
         target = plugin.target(target_name)
-        inputs_at = {b: target.example_inputs(config, b, torch.Generator().manual_seed(PARITY_SEED)) for b in batch_sizes}
-        latency_inputs = target.example_inputs(config, 1, torch.Generator().manual_seed(PARITY_SEED))
+        inputs_at = {b: target.make_inputs(config, b, torch.Generator().manual_seed(PARITY_SEED)) for b in batch_sizes}
+        latency_inputs = target.make_inputs(config, 1, torch.Generator().manual_seed(PARITY_SEED))
         output_names = [s.name for s in target.outputs]
         for device_name, device, skip in device_plan:
             if skip is not None:
@@ -431,7 +360,7 @@ def _key(record: dict[str, Any]) -> tuple:
     return (record["target"], record["format"], record.get("device"))
 
 
-def _merge_previous(directory: Path, plugin: Plugin, source: Source, new_records: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _merge_previous(directory: Path, plugin: Plugin, source: Any, new_records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Artifacts of an earlier export into the same directory from the same weights,
     of (target, format) pairs not exported this time, whose files are untouched:
     `zoo export vae` then `zoo export vae --pt2` leaves one manifest with all three."""
@@ -464,17 +393,18 @@ def _merge_previous(directory: Path, plugin: Plugin, source: Source, new_records
     }
 
 
-def export(plugin: Plugin, model: Any, config: Any, source: Source, *, targets: Sequence[str] | None = None,
+def export(plugin: Plugin, model: Any, config: Any, source: Any, *, targets: Sequence[str] | None = None,
            formats: Sequence[str] = DEFAULT_FORMATS, out_dir: Path, opset: int | None = None,
            batch_sizes: Sequence[int] = (1, 4), device_plan: list[tuple[str, Any, str | None]] | None = None,
-           export_batch: int = 2, latency: bool = True, log: Log = _quiet_log) -> dict[str, Any]:
+           export_batch: int = 2, latency: bool = True, data_info: Any = None, log: Log = _quiet_log) -> dict[str, Any]:
     """Write every (target, format) artifact into `out_dir`, run parity, write and
     return the manifest (`export.json`)."""
     import torch
 
-    from zoo import engine
+    from zoo import config as zconfig
+    from zoo import versions
     from zoo.checkpoint import write_json
-    from zoo.describe import target_io
+    from zoo.targets import check_target, target_io
     from zoo.export import formats as fmts
     from zoo.export.parity import strict_fp32
 
@@ -494,9 +424,10 @@ def export(plugin: Plugin, model: Any, config: Any, source: Source, *, targets: 
     for target in chosen:
         module = target.module(model).eval()
         gen_seed = 0
-        export_inputs = target.example_inputs(config, export_batch, torch.Generator().manual_seed(gen_seed))
-        check_inputs = target.example_inputs(config, export_batch + 1, torch.Generator().manual_seed(gen_seed + 1))
-        io = target_io(target, config, module)
+        check_target(target, config, module)
+        export_inputs = target.make_inputs(config, export_batch, torch.Generator().manual_seed(gen_seed))
+        check_inputs = target.make_inputs(config, export_batch + 1, torch.Generator().manual_seed(gen_seed + 1))
+        io = target_io(target, config, module, data_info=data_info)
         program = None
         if "onnx" in formats or "pt2" in formats:
             # One torch.export serves ONNX and the CPU .pt2, and names every
@@ -510,7 +441,7 @@ def export(plugin: Plugin, model: Any, config: Any, source: Source, *, targets: 
             except ZooError as exc:
                 # TorchScript does not need torch.export; only the output axis names do.
                 log(f"note: output axes of {target.name} named from the example only ({exc})")
-        meta = fmts.base_metadata(plugin, target, io, source.sha256, config)
+        meta = fmts.base_metadata(plugin, target, io, source.sha256, config, data_info)
         for fmt in formats:
             if fmt == "torchscript":
                 path = out_dir / artifact_name(target.name, fmt)
@@ -557,12 +488,13 @@ def export(plugin: Plugin, model: Any, config: Any, source: Source, *, targets: 
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "plugin": plugin.name,
-        "plugin_version": engine.plugin_version(plugin),
-        "zoo_version": engine.zoo_version(),
+        "plugin_version": versions.plugin_version(plugin),
+        "zoo_version": versions.zoo_version(),
         "torch_version": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": source.to_json(),
-        "config": engine.config_to_dict(config),
+        "config": zconfig.to_dict(config),
+        "data_info": data_info.to_json() if data_info is not None else {},
         "batch_sizes": list(batch_sizes),
         "export_batch": export_batch,
         "artifacts": records,
@@ -602,7 +534,8 @@ def verify(directory: Path, *, device_plan: list[tuple[str, Any, str | None]] | 
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise UsageError(f"unknown runtime {unknown[0]!r} (runtimes: {', '.join(RUNTIMES)}, all)")
-    model, config = rebuild_model(plugin, manifest, checkpoint=checkpoint, weights=weights)
+    built = rebuild_model(plugin, manifest, checkpoint=checkpoint, weights=weights)
+    model, config = built.model, built.config
     sizes = list(batch_sizes or manifest.get("batch_sizes") or (1, 4))
     plan = device_plan if device_plan is not None else plan_devices("all")
     rows, latency_rows = run_parity(plugin, model, config, directory, records, sizes, plan, runtimes=runtimes, latency=latency, log=log)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
 from zoo.plugins.gan import AdversarialMetrics, Maxout, adam_pair, adversarial_step
 
 IMAGE_SIZE = 28
@@ -45,20 +45,20 @@ class CGANConfig(TrainConfig):
     epochs: int = hparam(200, "passes over the training split (3,000 steps of 100 on the bundled digits)")
     batch_size: int = hparam(100, "samples per step (Mirza & Osindero 2014: mini-batches of 100)")
     lr: float = hparam(2e-4, "Adam learning rate of both networks (Radford et al. 2015: 2e-4; the paper used SGD 0.1)")
-    beta1: float = hparam(0.5, "Adam beta1 (Radford et al. 2015: 0.5)")
-    beta2: float = hparam(0.999, "Adam beta2 (Kingma & Ba 2015 default 0.999)")
-    latent_dim: int = hparam(100, "size of the noise z ~ U[0, 1)^d (Mirza & Osindero: 100, unit hypercube)")
-    num_classes: int = hparam(10, "classes of the conditioning label y (MNIST digits: 10)")
-    noise_hidden: int = hparam(200, "generator ReLU units for z (Mirza & Osindero: 200)")
-    label_hidden: int = hparam(1000, "generator ReLU units for y (Mirza & Osindero: 1000)")
-    joint_hidden: int = hparam(1200, "generator ReLU units after joining (Mirza & Osindero: 1200)")
-    image_units: int = hparam(240, "discriminator maxout units for x (Mirza & Osindero: 240, 5 pieces)")
-    label_units: int = hparam(50, "discriminator maxout units for y (Mirza & Osindero: 50, 5 pieces)")
-    input_pieces: int = hparam(5, "pieces of the x and y maxout layers (Mirza & Osindero: 5)")
-    joint_units: int = hparam(240, "discriminator joint maxout units (Mirza & Osindero: 240, 4 pieces)")
-    joint_pieces: int = hparam(4, "pieces of the joint maxout layer (Mirza & Osindero: 4)")
-    dropout: float = hparam(0.5, "dropout on the discriminator's hidden layers (Mirza & Osindero: 0.5)")
-    generator_dropout: float = hparam(0.5, "dropout on the generator's hidden layers (Mirza & Osindero: 0.5)")
+    beta1: float = hparam(0.5, "Adam beta1 (Radford et al. 2015: 0.5)", at_least=0.0, below=1.0)
+    beta2: float = hparam(0.999, "Adam beta2 (Kingma & Ba 2015 default 0.999)", at_least=0.0, below=1.0)
+    latent_dim: int = hparam(100, "size of the noise z ~ U[0, 1)^d (Mirza & Osindero: 100, unit hypercube)", at_least=1)
+    num_classes: int = hparam(10, "classes of the conditioning label y (MNIST digits: 10)", at_least=1)
+    noise_hidden: int = hparam(200, "generator ReLU units for z (Mirza & Osindero: 200)", at_least=1)
+    label_hidden: int = hparam(1000, "generator ReLU units for y (Mirza & Osindero: 1000)", at_least=1)
+    joint_hidden: int = hparam(1200, "generator ReLU units after joining (Mirza & Osindero: 1200)", at_least=1)
+    image_units: int = hparam(240, "discriminator maxout units for x (Mirza & Osindero: 240, 5 pieces)", at_least=1)
+    label_units: int = hparam(50, "discriminator maxout units for y (Mirza & Osindero: 50, 5 pieces)", at_least=1)
+    input_pieces: int = hparam(5, "pieces of the x and y maxout layers (Mirza & Osindero: 5)", at_least=1)
+    joint_units: int = hparam(240, "discriminator joint maxout units (Mirza & Osindero: 240, 4 pieces)", at_least=1)
+    joint_pieces: int = hparam(4, "pieces of the joint maxout layer (Mirza & Osindero: 4)", at_least=1)
+    dropout: float = hparam(0.5, "dropout on the discriminator's hidden layers (Mirza & Osindero: 0.5)", at_least=0.0, below=1.0)
+    generator_dropout: float = hparam(0.5, "dropout on the generator's hidden layers (Mirza & Osindero: 0.5)", at_least=0.0, below=1.0)
 
 
 class Generator(nn.Module):
@@ -111,7 +111,7 @@ class CGANTrainer(Trainer):
     def configure_optimizers(self):
         return adam_pair(self.model, self.config)
 
-    def train_step(self, batch, optimizers, step):
+    def train_step(self, batch, optimizers, progress):
         real, label = batch["image"], batch["label"]
         z = torch.rand(real.shape[0], self.config.latent_dim, device=self.device)
         fake = self.model.generator(z, label)  # fakes of the batch's own classes
@@ -214,7 +214,7 @@ plugin = Plugin(
     config_class=CGANConfig,
     build=CGAN,
     trainer_class=CGANTrainer,
-    data_request=lambda config: DataRequest(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0), labels=True),
+    data_request=lambda config: DataRequest.images(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0), num_classes=config.num_classes),
     default_dataset="digits",
     datasets=("digits", "mnist"),
     export_targets=(
@@ -223,7 +223,8 @@ plugin = Plugin(
             module=lambda model: model.generator,
             inputs=(
                 TensorSpec("z", range="uniform noise in [0, 1)"),
-                TensorSpec("label", dtype="int64", range="class index 0-9 (one-hot encoded inside the graph)"),
+                TensorSpec("label", dtype="int64", range="class index 0-9 (one-hot encoded inside the graph)",
+                           value_range=lambda config, data: (0, config.num_classes - 1)),
             ),
             outputs=(TensorSpec("image", range="pixels in [0, 1], 1x28x28, white digit on black", value_range=(0.0, 1.0)),),
             example_inputs=_example_inputs,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -28,8 +28,8 @@ class ConvNetConfig(TrainConfig):
     # On by default: CONV-BN-ReLU is the pattern the course notes recommend, and on the bundled
     # digits it lifts validation accuracy after 10 epochs from ~0.96 to ~0.99.
     batch_norm: bool = hparam(True, "batch norm after each convolution, CONV-BN-ReLU (Ioffe & Szegedy 2015)")
-    dropout: float = hparam(0.0, "dropout probability before the classifier; 0.5 in Srivastava et al. 2014")
-    hidden: int = hparam(200, "units of the hidden fully connected layer (course notes: 200)")
+    dropout: float = hparam(0.0, "dropout probability before the classifier; 0.5 in Srivastava et al. 2014", at_least=0.0, below=1.0)
+    hidden: int = hparam(200, "units of the hidden fully connected layer (course notes: 200)", at_least=1)
 
 
 class ConvNet(nn.Module):
@@ -54,7 +54,7 @@ class ConvNetTrainer(Trainer):
     def configure_optimizers(self):
         return {"adam": torch.optim.Adam(self.model.parameters(), lr=self.config.lr)}
 
-    def train_step(self, batch, optimizers, step):
+    def train_step(self, batch, optimizers, progress):
         logits = self.model(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         opt = optimizers["adam"]
@@ -114,7 +114,7 @@ plugin = Plugin(
     config_class=ConvNetConfig,
     build=ConvNet,
     trainer_class=ConvNetTrainer,
-    data_request=lambda config: DataRequest(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0)),
+    data_request=lambda config: DataRequest.images(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0), num_classes=NUM_CLASSES),
     default_dataset="digits",
     datasets=("digits", "mnist"),
     export_targets=(
@@ -130,4 +130,5 @@ plugin = Plugin(
     weights=(DIGITS_V1,),
     default_weights="DIGITS_V1",
     reference="course notes MNIST CNN; LeCun et al. 1998",
+    predict_target="classifier",
 )

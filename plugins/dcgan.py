@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import CheckpointError, UsageError
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
 from zoo.plugins.gan import AdversarialMetrics, adam_pair, adversarial_step, noise_input
 
 BASE = 4  # spatial size of the projected noise; every stride-2 layer doubles it
@@ -46,18 +46,18 @@ class DCGANConfig(TrainConfig):
     epochs: int = hparam(100, "passes over the training split (1,200 steps of 128 on the bundled digits)")
     batch_size: int = hparam(128, "samples per step (Radford et al.: mini-batch size 128)")
     lr: float = hparam(2e-4, "Adam learning rate of both networks (Radford et al.: 0.0002)")
-    beta1: float = hparam(0.5, "Adam beta1 (Radford et al.: 0.5; 0.9 oscillated and was unstable)")
-    beta2: float = hparam(0.999, "Adam beta2 (Kingma & Ba 2015 default 0.999)")
+    beta1: float = hparam(0.5, "Adam beta1 (Radford et al.: 0.5; 0.9 oscillated and was unstable)", at_least=0.0, below=1.0)
+    beta2: float = hparam(0.999, "Adam beta2 (Kingma & Ba 2015 default 0.999)", at_least=0.0, below=1.0)
     # The paper drew z uniformly in [-1, 1]; N(0, I) is pytorch/examples' choice, so
     # that its imported generators see the noise they were trained on.
-    latent_dim: int = hparam(100, "size of the noise z ~ N(0, I) (Radford et al.: 100)")
+    latent_dim: int = hparam(100, "size of the noise z ~ N(0, I) (Radford et al.: 100)", at_least=1)
     image_size: int = hparam(32, "image side; 64 in the paper, 32 trains on a CPU and fits the digits", choices=(32, 64))
     channels: int = hparam(1, "image channels: 1 grey (digits, mnist) or 3 RGB (cifar10, folders)", choices=(1, 3))
     # Widths of the last generator / first discriminator layer; they double per layer
     # toward the 4x4 end. Authors' code: 128 (1024 at 4x4); pytorch/examples: 64. 32
     # keeps default training affordable on a CPU for 1-channel digits.
-    generator_width: int = hparam(32, "generator channels before the output layer (authors' code ngf 128, pytorch/examples 64)")
-    discriminator_width: int = hparam(32, "discriminator channels after its first layer (authors' code ndf 128, pytorch/examples 64)")
+    generator_width: int = hparam(32, "generator channels before the output layer (authors' code ngf 128, pytorch/examples 64)", at_least=1)
+    discriminator_width: int = hparam(32, "discriminator channels after its first layer (authors' code ndf 128, pytorch/examples 64)", at_least=1)
     kernel_size: int = hparam(5, "convolution kernel: 5 (Radford et al.) or 4 (pytorch/examples dcgan/main.py)", choices=(5, 4))
 
     def __post_init__(self) -> None:
@@ -160,7 +160,7 @@ class DCGANTrainer(Trainer):
     def configure_optimizers(self):
         return adam_pair(self.model, self.config)
 
-    def train_step(self, batch, optimizers, step):
+    def train_step(self, batch, optimizers, progress):
         real = batch["image"]
         z = torch.randn(real.shape[0], self.config.latent_dim, device=self.device)
         fake = self.model.generator(z)
@@ -309,7 +309,7 @@ plugin = Plugin(
     config_class=DCGANConfig,
     build=DCGAN,
     trainer_class=DCGANTrainer,
-    data_request=lambda config: DataRequest(size=config.image_size, channels=config.channels, value_range=(-1.0, 1.0)),
+    data_request=lambda config: DataRequest.images(size=config.image_size, channels=config.channels, value_range=(-1.0, 1.0), labels=False),
     default_dataset="digits",
     datasets=("digits", "mnist", "cifar10", "folder"),
     export_targets=(

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
 
 IMAGE_SIZE = 28  # MNIST geometry: both networks see flattened 784-pixel images
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -39,14 +39,14 @@ class GANConfig(TrainConfig):
     epochs: int = hparam(200, "passes over the training split (3,000 steps of 100 on the bundled digits)")
     batch_size: int = hparam(100, "samples per step (Goodfellow et al., mnist.yaml: batch_size 100)")
     lr: float = hparam(2e-4, "Adam learning rate of both networks (Radford et al. 2015: 2e-4)")
-    beta1: float = hparam(0.5, "Adam beta1 (Radford et al. 2015: 0.5; 0.9 made training oscillate)")
-    beta2: float = hparam(0.999, "Adam beta2 (Kingma & Ba 2015 default 0.999)")
-    latent_dim: int = hparam(100, "size of the noise z ~ N(0, I) (mnist.yaml: nvis 100, gaussian noise)")
-    generator_hidden: int = hparam(1200, "units of each of the generator's two ReLU layers (mnist.yaml: 1200)")
-    maxout_units: int = hparam(240, "units of each discriminator maxout layer (mnist.yaml: 240)")
-    maxout_pieces: int = hparam(5, "linear pieces per maxout unit (mnist.yaml: 5)")
-    input_dropout: float = hparam(0.2, "dropout on the discriminator's image input (mnist.yaml: include prob 0.8)")
-    dropout: float = hparam(0.5, "dropout on the discriminator's hidden layers (mnist.yaml: include prob 0.5)")
+    beta1: float = hparam(0.5, "Adam beta1 (Radford et al. 2015: 0.5; 0.9 made training oscillate)", at_least=0.0, below=1.0)
+    beta2: float = hparam(0.999, "Adam beta2 (Kingma & Ba 2015 default 0.999)", at_least=0.0, below=1.0)
+    latent_dim: int = hparam(100, "size of the noise z ~ N(0, I) (mnist.yaml: nvis 100, gaussian noise)", at_least=1)
+    generator_hidden: int = hparam(1200, "units of each of the generator's two ReLU layers (mnist.yaml: 1200)", at_least=1)
+    maxout_units: int = hparam(240, "units of each discriminator maxout layer (mnist.yaml: 240)", at_least=1)
+    maxout_pieces: int = hparam(5, "linear pieces per maxout unit (mnist.yaml: 5)", at_least=1)
+    input_dropout: float = hparam(0.2, "dropout on the discriminator's image input (mnist.yaml: include prob 0.8)", at_least=0.0, below=1.0)
+    dropout: float = hparam(0.5, "dropout on the discriminator's hidden layers (mnist.yaml: include prob 0.5)", at_least=0.0, below=1.0)
 
 
 class Maxout(nn.Module):
@@ -185,7 +185,7 @@ class GANTrainer(Trainer):
     def configure_optimizers(self):
         return adam_pair(self.model, self.config)
 
-    def train_step(self, batch, optimizers, step):
+    def train_step(self, batch, optimizers, progress):
         real = batch["image"]
         z = torch.randn(real.shape[0], self.config.latent_dim, device=self.device)
         fake = self.model.generator(z)
@@ -268,7 +268,7 @@ plugin = Plugin(
     config_class=GANConfig,
     build=GAN,
     trainer_class=GANTrainer,
-    data_request=lambda config: DataRequest(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0)),
+    data_request=lambda config: DataRequest.images(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0), labels=False),
     default_dataset="digits",
     datasets=("digits", "mnist"),
     export_targets=(

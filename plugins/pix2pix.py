@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, hparam
+
+from zoo import DataRequest, ExportTarget, Images, Plugin, TensorSpec, Trainer, TrainConfig, hparam
 
 # 256 -> 8 downsamplings (the paper's unet_256), 128 -> 7 (unet_128), 64 -> 6 for the CPU:
 # the bottleneck is always 1x1.
@@ -66,15 +67,15 @@ class Pix2PixConfig(TrainConfig):
     epochs: int = hparam(7, "passes over the training pairs (paper: 200 on facades; 7 take about 10 minutes on 2 CPU cores)")
     batch_size: int = hparam(1, "pairs per step (paper 3.3 and 6.3: 1 for facades and maps; batch norm then acts as instance norm)")
     lr: float = hparam(2e-4, "Adam learning rate of both networks (paper 3.3: 0.0002)")
-    beta1: float = hparam(0.5, "Adam beta1 (paper 3.3: 0.5)")
-    beta2: float = hparam(0.999, "Adam beta2 (paper 3.3: 0.999)")
+    beta1: float = hparam(0.5, "Adam beta1 (paper 3.3: 0.5)", at_least=0.0, below=1.0)
+    beta2: float = hparam(0.999, "Adam beta2 (paper 3.3: 0.999)", at_least=0.0, below=1.0)
     image_size: int = hparam(64, "training crop size, 64, 128 or 256; the U-Net has log2(size) levels (paper: 256; 64 trains on a CPU)")
-    load_size: int = hparam(0, "size images are stored at before the random crop; 0 = round(image_size * 286 / 256) (paper: 286 for 256)")
+    load_size: int = hparam(0, "size images are stored at before the random crop; 0 = round(image_size * 286 / 256) (paper: 286 for 256)", at_least=0)
     flip: bool = hparam(True, "random horizontal flip of the pair (the reference's default, --no_flip turns it off)")
     direction: str = hparam("AtoB", "translate A (left half) into B (right half), or B into A", choices=("AtoB", "BtoA"))
-    lambda_l1: float = hparam(100.0, "weight of the L1 term (paper eq. 4: lambda = 100)")
-    ngf: int = hparam(64, "generator filters in the first layer, doubling to 8x (paper: 64)")
-    ndf: int = hparam(64, "discriminator filters in the first layer (paper: 64)")
+    lambda_l1: float = hparam(100.0, "weight of the L1 term (paper eq. 4: lambda = 100)", at_least=0.0)
+    ngf: int = hparam(64, "generator filters in the first layer, doubling to 8x (paper: 64)", at_least=1)
+    ndf: int = hparam(64, "discriminator filters in the first layer (paper: 64)", at_least=1)
 
 
 def unet_depth(image_size: int) -> int:
@@ -240,7 +241,9 @@ def build(config: Pix2PixConfig) -> Pix2Pix:
 def data_request(config: Pix2PixConfig) -> DataRequest:
     """RGB pairs in [-1, 1] at the jitter's load size; `augment` crops them to image_size."""
     unet_depth(config.image_size)  # a bad size fails before any data is prepared
-    return DataRequest(size=load_size(config), channels=CHANNELS, value_range=(-1.0, 1.0), labels=False)
+    size = load_size(config)
+    return DataRequest(Images("A", size=size, channels=CHANNELS, value_range=(-1.0, 1.0)),
+                       Images("B", size=size, channels=CHANNELS, value_range=(-1.0, 1.0)))
 
 
 # --------------------------------------------------------------------------- training
@@ -297,7 +300,7 @@ class Pix2PixTrainer(Trainer):
             out_b.append(pb)
         return {**batch, "A": torch.stack(out_a), "B": torch.stack(out_b)}
 
-    def train_step(self, batch, optimizers, step):
+    def train_step(self, batch, optimizers, progress):
         source, target = self._pair(batch)
         generator, discriminator = self.model.generator, self.model.discriminator
         fake = generator(source)
@@ -435,12 +438,18 @@ def checkpoint_filter(state: Mapping[str, Any], model: Pix2Pix) -> dict[str, Any
 # --------------------------------------------------------------------------- export
 
 
-def _image_input(config: Pix2PixConfig, batch: int, gen: torch.Generator) -> tuple[torch.Tensor]:
-    # Twice the training size: two blocks of 2**depth pixels each way, so the bottleneck is
-    # 2x2. torch.export (and ONNX through it) specialises any size that is 1, and at the
-    # training size the bottleneck is 1x1, which would fix height and width in the graph.
-    size = 2 * config.image_size
-    return (torch.rand(batch, CHANNELS, size, size, generator=gen) * 2 - 1,)
+def _image_input(config: Pix2PixConfig, batch: int, gen: torch.Generator, sizes: dict[str, int]) -> tuple[torch.Tensor]:
+    return (torch.rand(batch, CHANNELS, sizes["height"], sizes["width"], generator=gen) * 2 - 1,)
+
+
+def _axis_sizes(config: Pix2PixConfig) -> dict[str, tuple[int, ...]]:
+    """Height and width are multiples of 2**depth (= image_size). The graph is captured at
+    twice the training size, two blocks each way, so the bottleneck is 2x2: torch.export
+    (and ONNX through it) specialises any size that is 1, and at the training size the
+    bottleneck is 1x1, which would fix height and width in the graph. Parity also runs
+    at 3 blocks by 1, where the input is not square and the bottleneck is 3x1."""
+    unit = config.image_size
+    return {"height": (2 * unit, 3 * unit), "width": (2 * unit, unit)}
 
 
 IMAGE_RANGE = "RGB in [-1, 1]; height and width multiples of 2**depth (64 for --image-size 64, 256 for 256)"
@@ -464,8 +473,10 @@ plugin = Plugin(
             example_inputs=_image_input,
             description="image -> translated image (eval mode: dropout off, each image normalised by its own statistics)",
             dynamic_dims={"image": {2: "height", 3: "width"}, "translated": {2: "height", 3: "width"}},
+            axis_sizes=_axis_sizes,
         ),
     ),
     checkpoint_filter=checkpoint_filter,
     reference="Isola et al. 2017 (arXiv:1611.07004); junyanz/pytorch-CycleGAN-and-pix2pix",
+    predict_target="generator",
 )

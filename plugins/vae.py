@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
 
 IMAGE_SIZE = 28  # MNIST geometry: the example flattens 1x28x28 images into 784 inputs
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -28,8 +28,8 @@ class VAEConfig(TrainConfig):
     epochs: int = hparam(20, "passes over the training split (pytorch/examples vae: 10 on full MNIST)")
     batch_size: int = hparam(128, "samples per step (pytorch/examples vae: --batch-size 128)")
     lr: float = hparam(1e-3, "Adam learning rate (pytorch/examples vae: optim.Adam(lr=1e-3))")
-    hidden: int = hparam(400, "hidden units of encoder and decoder (pytorch/examples vae: 400)")
-    latent_dim: int = hparam(20, "size of the latent code z (pytorch/examples vae: 20)")
+    hidden: int = hparam(400, "hidden units of encoder and decoder (pytorch/examples vae: 400)", at_least=1)
+    latent_dim: int = hparam(20, "size of the latent code z (pytorch/examples vae: 20)", at_least=1)
 
 
 class VAE(nn.Module):
@@ -92,7 +92,7 @@ class VAETrainer(Trainer):
     def configure_optimizers(self):
         return {"adam": torch.optim.Adam(self.model.parameters(), lr=self.config.lr)}
 
-    def train_step(self, batch, optimizers, step):
+    def train_step(self, batch, optimizers, progress):
         x = batch["image"]
         recon, mean, log_variance = self.model(x)
         bce, kld = loss_function(recon, x, mean, log_variance)
@@ -174,7 +174,7 @@ plugin = Plugin(
     config_class=VAEConfig,
     build=VAE,
     trainer_class=VAETrainer,
-    data_request=lambda config: DataRequest(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0)),
+    data_request=lambda config: DataRequest.images(size=IMAGE_SIZE, channels=1, value_range=(0.0, 1.0), labels=False),
     default_dataset="digits",
     datasets=("digits", "mnist"),
     export_targets=(

@@ -99,14 +99,14 @@ def install_dist(tmp_path, monkeypatch):
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
         (info / "entry_points.txt").write_text(f"[zoo.plugins]\n{lines}\n")
-        _registry._cache = None  # the next lookup scans sys.path again
+        _registry.clear()  # the next lookup scans sys.path again
         return site
 
     yield install
     for name in added:
         sys.modules.pop(name, None)
     monkeypatch.undo()
-    _registry._cache = None
+    _registry.clear()
 
 
 def readme_block(language: str, marker: str) -> str:

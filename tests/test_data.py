@@ -49,7 +49,7 @@ def test_digits_are_real_split_and_cached(monkeypatch):
 
     request = DataRequest(size=28)
     splits = data.load("digits", request)
-    assert len(splits.train) == 1497 and len(splits.val) == 300 and splits.num_classes == 10
+    assert len(splits.train) == 1497 and len(splits.val) == 300 and splits.info.num_classes == 10
     x = splits.train.tensors["image"]
     assert x.shape == (1497, 1, 28, 28) and x.dtype == torch.float32
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
@@ -77,7 +77,11 @@ def test_batches_cover_every_sample_once():
     td = data.TensorData({"x": torch.arange(10)})
     seen = torch.cat([b["x"] for b in td.batches(3, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(10))
-    assert td.num_batches(3) == 4 and td.num_batches(3, drop_last=True) == 3
+    assert td.num_batches(3) == 4
+    # A run resumed in the middle of an epoch sees the rest of the same order.
+    full = [b["x"].tolist() for b in td.batches(3, generator=torch.Generator().manual_seed(7))]
+    rest = [b["x"].tolist() for b in td.batches(3, generator=torch.Generator().manual_seed(7), start=2)]
+    assert rest == full[2:] and len(rest) == 2
 
 
 def test_mnist_layout_trains(zoo, tmp_path):
@@ -100,5 +104,5 @@ def test_mnist_missing_files_is_one_line(zoo, tmp_path):
 def test_data_needs_a_path():
     from zoo.errors import UsageError
 
-    with pytest.raises(UsageError, match="needs a directory"):
+    with pytest.raises(UsageError, match="needs a path"):
         data.load("mnist", DataRequest(size=28))

@@ -153,14 +153,15 @@ def test_default_weights_are_the_newest_run_and_absent_runs_say_what_to_do(zoo, 
     assert r.exit_code == 2
     assert "train one first" in r.stderr and "--random-init" in r.stderr and "Traceback" not in r.stderr
 
-    from zoo import checkpoint, engine, paths
+    from zoo import checkpoint, paths
+    from zoo import config as zconfig
 
     plugin = get_plugin("convnet")
     config = plugin.config()
     torch.manual_seed(3)
     model = plugin.build(config)
     run = paths.new_run_dir("convnet")
-    checkpoint.save({"plugin": "convnet", "config": engine.config_to_dict(config), "model": model.state_dict()}, run / "last.pt")
+    checkpoint.save({"plugin": "convnet", "config": zconfig.to_dict(config), "model": model.state_dict()}, run / "last.pt")
     r = zoo("export", "convnet", "--onnx", "--device", "cpu", "--no-latency", "--json", "--out", tmp_path / "out")
     assert r.exit_code == 0, r
     manifest = r.json()
@@ -189,7 +190,7 @@ def test_dynamic_batch_export_at_4_runs_at_1_and_7(zoo, tmp_path, fmt):
     plugin = get_plugin("convnet")
     target = plugin.target("classifier")
     for batch in (1, 7):
-        inputs = target.example_inputs(plugin.config(), batch, torch.Generator().manual_seed(5))
+        inputs = target.make_inputs(plugin.config(), batch, torch.Generator().manual_seed(5))
         (got,) = art(*inputs)
         (want,) = eager_outputs("convnet", "classifier", plugin.config(), inputs)
         assert got.shape == (batch, 10)
@@ -422,7 +423,7 @@ def test_weights_file_is_exported_and_verified(zoo, tmp_path):
     its sha256, the config comes from the file, and verify rebuilds from it."""
     from safetensors.torch import save_file
 
-    from zoo import engine
+    from zoo import config as zconfig
     from zoo.checkpoint import sha256_file
 
     plugin = get_plugin("convnet")
@@ -430,7 +431,7 @@ def test_weights_file_is_exported_and_verified(zoo, tmp_path):
     torch.manual_seed(4)
     model = plugin.build(config)
     path = tmp_path / "convnet.safetensors"
-    save_file(model.state_dict(), str(path), metadata={"zoo": json.dumps({"plugin": "convnet", "config": engine.config_to_dict(config)})})
+    save_file(model.state_dict(), str(path), metadata={"zoo": json.dumps({"plugin": "convnet", "config": zconfig.to_dict(config)})})
     r = zoo("export", "convnet", "--weights", path, "--onnx", "--device", "cpu", "--no-latency", "--json", "--out", tmp_path / "out")
     assert r.exit_code == 0, r
     manifest = r.json()
@@ -491,12 +492,13 @@ def test_explicit_older_opset_is_recorded(zoo, tmp_path):
 
 
 def test_checkpoint_of_another_plugin_is_refused(zoo, tmp_path):
-    from zoo import checkpoint, engine
+    from zoo import checkpoint
+    from zoo import config as zconfig
 
     plugin = get_plugin("convnet")
     config = plugin.config()
     path = tmp_path / "convnet.pt"
-    checkpoint.save({"plugin": "convnet", "config": engine.config_to_dict(config), "model": plugin.build(config).state_dict()}, path)
+    checkpoint.save({"plugin": "convnet", "config": zconfig.to_dict(config), "model": plugin.build(config).state_dict()}, path)
     r = zoo("export", "vae", "--checkpoint", path, "--out", tmp_path / "out")
     assert r.exit_code == 1 and "written by plugin 'convnet', not 'vae'" in r.stderr
     assert not (tmp_path / "out").exists()
@@ -584,13 +586,14 @@ def test_verify_bad_directory_and_runtime(zoo, tmp_path):
 
 
 def test_verify_rebuilds_from_the_recorded_checkpoint_and_checks_its_hash(zoo, tmp_path):
-    from zoo import checkpoint, engine
+    from zoo import checkpoint
+    from zoo import config as zconfig
 
     plugin = get_plugin("convnet")
     config = plugin.config()
     path = tmp_path / "last.pt"
     torch.manual_seed(1)
-    state = {"plugin": "convnet", "config": engine.config_to_dict(config), "model": plugin.build(config).state_dict()}
+    state = {"plugin": "convnet", "config": zconfig.to_dict(config), "model": plugin.build(config).state_dict()}
     checkpoint.save(state, path)
     out = tmp_path / "out"
     r = zoo("export", "convnet", "--checkpoint", path, "--onnx", "--device", "cpu", "--no-latency", "--out", out)

@@ -4,6 +4,7 @@ generator-only checkpoints their filters accept."""
 
 from __future__ import annotations
 
+
 import json
 import math
 
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from zoo import checkpoint, get_plugin
+from zoo import Progress, checkpoint, get_plugin
 from zoo.errors import CheckpointError, UsageError
 
 ADVERSARIAL = ["gan", "cgan", "dcgan"]
@@ -55,11 +56,11 @@ def test_one_optimizer_per_player(name):
         assert held == {id(p) for p in getattr(model, player).parameters()}
         assert optimizer.param_groups[0]["betas"] == (0.5, 0.999) and optimizer.param_groups[0]["lr"] == 2e-4
 
-    request = plugin.data_request(config)
-    lo, hi = request.value_range
-    batch = {"image": torch.rand(8, request.channels, request.size, request.size) * (hi - lo) + lo, "label": torch.arange(8) % 10}
+    image = plugin.data_request(config)["image"]
+    lo, hi = image.value_range
+    batch = {"image": torch.rand(8, image.channels, image.size, image.size) * (hi - lo) + lo, "label": torch.arange(8) % 10}
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    losses = trainer.train_step(batch, optimizers, 0)
+    losses = trainer.train_step(batch, optimizers, Progress(0, 1, 0, 1, 1, 1))
     assert set(losses) == {"loss_d", "loss_g", "d_real", "d_fake"}
     assert all(v.dim() == 0 and not v.requires_grad for v in losses.values())
     changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
@@ -115,8 +116,8 @@ def test_dcgan_layers_follow_image_size_and_channels(size, channels, kernel):
     assert images.shape == (3, channels, size, size)
     assert float(images.abs().max()) <= 1.0  # Tanh
     assert model.discriminator(images).shape == (3,)
-    assert plugin.data_request(config).value_range == (-1.0, 1.0)
-    assert (plugin.data_request(config).size, plugin.data_request(config).channels) == (size, channels)
+    image = plugin.data_request(config)["image"]
+    assert image.value_range == (-1.0, 1.0) and (image.size, image.channels) == (size, channels)
 
 
 def test_dcgan_trains_at_64_rgb_from_the_cli(zoo, tmp_path):

@@ -13,7 +13,13 @@ from PIL import Image
 
 from zoo import data as zdata
 from zoo.errors import DataError
-from zoo.plugin import DataRequest
+from zoo.data import DataRequest, Images
+
+
+def pair_request(size: int, value_range: tuple[float, float]) -> DataRequest:
+    """What pix2pix asks of a dataset of pairs: RGB images A and B."""
+    return DataRequest(Images("A", size=size, channels=3, value_range=value_range), Images("B", size=size, channels=3, value_range=value_range))
+
 
 RGB01 = DataRequest(size=32, channels=3, value_range=(0.0, 1.0))
 
@@ -49,7 +55,7 @@ def test_cifar10_reads_the_python_batches(tmp_path):
     written = write_cifar(tmp_path / "cifar")
     splits = zdata.load(f"cifar10:{tmp_path / 'cifar'}", RGB01)
     assert len(splits.train) == 15 and len(splits.val) == 4
-    assert splits.num_classes == 10 and splits.info["classes"][3] == "cat"
+    assert splits.info.num_classes == 10 and list(splits.info.class_names)[3] == "cat"
     data, labels = written["data_batch_2"]
     # Row layout: 1024 red values, then green, then blue, each row-major 32x32.
     expected = torch.from_numpy(data.reshape(-1, 3, 32, 32)).float() / 255
@@ -123,14 +129,14 @@ def write_folder(root: Path, per_class: int = 10) -> dict[str, tuple[int, int, i
 def test_folder_seeded_split_per_class(tmp_path):
     colours = write_folder(tmp_path / "imgs")
     splits = zdata.load(f"folder:{tmp_path / 'imgs'}", RGB01)
-    assert splits.num_classes == 3 and splits.info["classes"] == ["cat", "dog", "emu"]
+    assert splits.info.num_classes == 3 and list(splits.info.class_names) == ["cat", "dog", "emu"]
     assert len(splits.train) == 27 and len(splits.val) == 3  # 10% of every class
     assert sorted(splits.val.tensors["label"].tolist()) == [0, 1, 2]
     for split in (splits.train, splits.val):
         images, labels = split.tensors["image"], split.tensors["label"]
         assert images.shape[1:] == (3, 32, 32)
         for image, label in zip(images, labels):
-            rgb = colours[splits.info["classes"][label]]
+            rgb = colours[list(splits.info.class_names)[label]]
             # JPEG is lossy; the class colour must still be unmistakable
             assert torch.allclose(image.mean((1, 2)), torch.tensor(rgb) / 255, atol=0.03)
     again = zdata.load(f"folder:{tmp_path / 'imgs'}", RGB01)
@@ -143,7 +149,7 @@ def test_folder_with_train_and_val_subfolders(tmp_path):
     splits = zdata.load(f"folder:{tmp_path}", DataRequest(size=8, channels=1, value_range=(0.0, 1.0)))
     assert len(splits.train) == 12 and len(splits.val) == 6
     assert splits.val.tensors["image"].shape == (6, 1, 8, 8)
-    assert splits.info["split"] == "train/ and val/"
+    assert splits.details["split"] == "train/ and val/"
 
 
 def test_folder_keeps_aspect_by_centre_crop(tmp_path):
@@ -204,10 +210,10 @@ def write_pix2pix(root: Path, splits: dict[str, int]) -> None:
 
 def test_pix2pix_splits_a_and_b(tmp_path):
     write_pix2pix(tmp_path, {"train": 3, "val": 2, "test": 1})
-    request = DataRequest(size=16, channels=3, value_range=(-1.0, 1.0), labels=False)
+    request = pair_request(16, (-1.0, 1.0))
     splits = zdata.load(f"pix2pix:{tmp_path}", request)
     assert set(splits.train.tensors) == {"A", "B"}
-    assert len(splits.train) == 3 and len(splits.val) == 2 and splits.info["val_dir"] == "val"
+    assert len(splits.train) == 3 and len(splits.val) == 2 and splits.details["val_dir"] == "val"
     a, b = splits.train.tensors["A"], splits.train.tensors["B"]
     assert a.shape == b.shape == (3, 3, 16, 16)
     to_unit = lambda v: v / 255 * 2 - 1  # noqa: E731
@@ -218,8 +224,8 @@ def test_pix2pix_splits_a_and_b(tmp_path):
 
 def test_pix2pix_validation_falls_back_to_test(tmp_path):
     write_pix2pix(tmp_path, {"train": 2, "test": 3})
-    splits = zdata.load(f"pix2pix:{tmp_path}", DataRequest(size=8, channels=3, value_range=(-1.0, 1.0), labels=False))
-    assert len(splits.val) == 3 and splits.info["val_dir"] == "test"
+    splits = zdata.load(f"pix2pix:{tmp_path}", pair_request(8, (-1.0, 1.0)))
+    assert len(splits.val) == 3 and splits.details["val_dir"] == "test"
 
 
 @pytest.mark.parametrize(
@@ -264,7 +270,7 @@ def test_pix2pix_malformed_is_one_line_error(zoo, tmp_path, case, expected):
 # ------------------------------------------------ offline photo pairs: colorization (default), edges
 
 
-PAIR_REQUEST = DataRequest(size=72, channels=3, value_range=(-1.0, 1.0), labels=False)
+PAIR_REQUEST = pair_request(72, (-1.0, 1.0))
 PHOTO_PAIRS = ("colorization", "edges")
 
 
@@ -282,7 +288,7 @@ def no_network(monkeypatch):
 
 @pytest.mark.parametrize("kind", PHOTO_PAIRS)
 def test_photo_pairs_build_offline_and_are_cached(kind, no_network, tmp_path, monkeypatch):
-    from zoo import images
+    from zoo.datasets import photo_pairs as images
 
     splits = zdata.load(kind, PAIR_REQUEST)
     n_photos = len(images.PAIR_PHOTOS)
@@ -314,9 +320,9 @@ def test_photo_pairs_are_drawn_from_real_photographs(kind):
     (edges) or its luminance (colorization)."""
     from skimage.color import rgb2gray
 
-    from zoo import images
+    from zoo.datasets import photo_pairs as images
 
-    splits = zdata.load(kind, DataRequest(size=64, channels=3, value_range=(0.0, 1.0), labels=False))
+    splits = zdata.load(kind, pair_request(64, (0.0, 1.0)))
     windows = images.pair_windows()
     photos = {name: images._bundled_photo(name) for name in images.PAIR_PHOTOS}
     for split in ("train", "val"):
@@ -346,7 +352,7 @@ def test_photo_pairs_are_drawn_from_real_photographs(kind):
 
 def test_pair_windows_keep_validation_apart_from_training():
     """Validation windows come from grid cells of each photo that training never touches."""
-    from zoo import images
+    from zoo.datasets import photo_pairs as images
 
     windows = images.pair_windows()
     for name in images.PAIR_PHOTOS:

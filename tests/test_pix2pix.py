@@ -72,7 +72,9 @@ def test_resume_continues_the_run(zoo, tmp_path):
 
 def test_wrong_dataset_and_bad_sizes_are_one_line_errors(zoo, tmp_path):
     r = zoo("train", "pix2pix", "--data", "digits", "--max-steps", "1", *TINY)
-    assert r.exit_code == 1 and "aligned pairs" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    # Refused before anything is loaded: digits yields image and label, pix2pix needs A and B.
+    assert r.exit_code == 2 and "yields image" in r.stderr and "pix2pix needs A" in r.stderr, r
+    assert len(r.stderr.strip().splitlines()) == 1, r
     r = zoo("train", "pix2pix", "--image-size", "100", "--max-steps", "1", *TINY)
     assert r.exit_code == 2 and "--image-size must be one of 64, 128, 256" in r.stderr, r
     r = zoo("train", "pix2pix", "--load-size", "60", "--max-steps", "1", *TINY)

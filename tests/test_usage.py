@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from zoo import get_plugin, list_plugins
+from zoo.capabilities import predict_kind
 
 GENERATIVE = [n for n in list_plugins() if get_plugin(n).sample_target is not None]
-IMAGE_TO_IMAGE = [n for n in list_plugins() if get_plugin(n).task == "image-to-image"]
+IMAGE_TO_IMAGE = [n for n in list_plugins() if predict_kind(get_plugin(n)) == "images"]
 HAS_EXPORT = importlib.util.find_spec("zoo.export.commands") is not None
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from conftest import registry_plugins
 from zoo import checkpoint, get_plugin
 from zoo import weights as zweights
+from zoo import models
 from zoo.plugin import Weights
 
 
@@ -80,7 +81,8 @@ def test_default_weights_resolve_offline_where_a_table_exists(name, monkeypatch)
     if not entry.source.startswith("package:"):
         pytest.skip(f"{name}:DEFAULT is hosted at {entry.source}; this test never downloads")
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    model, config, loaded = zweights.build(plugin, "DEFAULT")
+    built = models.build_model(plugin, weights="DEFAULT")
+    model, config, loaded = built.model, built.config, built.loaded
     assert loaded.sha256 == entry.sha256 and dataclasses.asdict(config) == entry.meta["config"]
     assert sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] in loaded.components) == entry.meta["num_params"]
 
@@ -220,7 +222,7 @@ class Tiny:
         text = entries if isinstance(entries, str) else "\n".join(zweights.entry_source(e, indent="        ") for e in entries)
         (self.site / "zoo_tinyw.py").write_text(self.source(text, default))
         sys.modules.pop("zoo_tinyw", None)
-        _registry._cache = None
+        _registry.clear()
 
     @property
     def plugin(self):
@@ -569,7 +571,8 @@ def test_vae_imports_a_pytorch_examples_state_dict(zoo, tmp_path):
     assert "--weights EXAMPLES" in r.stdout
 
     plugin = get_plugin("vae")
-    model, config, loaded = zweights.build(plugin, "EXAMPLES")
+    built = models.build_model(plugin, weights="EXAMPLES")
+    model, config, loaded = built.model, built.config, built.loaded
     assert loaded.meta["imported_kind"] == "foreign" and loaded.meta["imported_from"] == str((tmp_path / "vae_examples.pth").resolve())
     z = torch.randn(3, 20)
     with torch.no_grad():
@@ -662,7 +665,8 @@ def test_a_foreign_generator_goes_through_the_filter(zoo, tiny, tmp_path):
     r = zoo("weights", "import", "tinyw", tmp_path / "netG_epoch_24.pth")
     assert r.exit_code == 0, r
     assert "imported tinyw:NETG_EPOCH_24 (generator only)" in r.stdout
-    model, _, loaded = zweights.build(tiny.plugin, "NETG_EPOCH_24")
+    built = models.build_model(tiny.plugin, weights="NETG_EPOCH_24")
+    model, _, loaded = built.model, built.config, built.loaded
     assert loaded.components == ["generator"] and loaded.meta["components"] == ["generator"]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items() if k.startswith("generator."))
     foreign.pop("netG.0.weight")
@@ -707,7 +711,8 @@ def test_export_writes_an_entry_that_pastes_into_a_plugin(zoo, tiny, tmp_path, m
     assert [(r["name"], r["default"], r["status"], r["num_params"]) for r in rows] == [("DIGITS_V1", True, "packaged", meta["num_params"])]
     text = zoo("weights", "list", "tinyw").stdout
     assert "DIGITS_V1 (DEFAULT)" in text and "(generator)" in text
-    model, _, loaded = zweights.build(plugin, "DEFAULT")
+    built = models.build_model(plugin, weights="DEFAULT")
+    model, _, loaded = built.model, built.config, built.loaded
     assert loaded.left_as_built == ["discriminator"]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state["model"].items() if k.startswith("generator."))
     r = zoo("train", "tinyw", "--weights", "DEFAULT", "--max-steps", "1", "--out", tmp_path / "ft", "--progress", "none")

@@ -1,22 +1,43 @@
 """zoo: a plugin-based PyTorch model zoo whose models leave Python.
 
-Public surface: the plugin contract (`Plugin`, `TrainConfig`, `Trainer`,
-`ExportTarget`, `TensorSpec`, `Weights`, `DataRequest`, `hparam`) and the registry
-(`list_plugins`, `get_plugin`). Importing `zoo` does not import torch.
+The public surface, all a plugin or dataset package needs:
+
+- the plugin contract: `Plugin`, `TrainConfig`, `hparam`, `ExportTarget`, `TensorSpec`,
+  `Weights`;
+- the training lifecycle: `Trainer`, `Progress`, `Schedule`;
+- the data contract: `DataRequest`, `Images`, `Labels`, `Tokens`, `DataInfo`,
+  `Dataset`, `DataSplits`, `TensorData`;
+- the registries: `list_plugins`, `get_plugin`, `list_datasets`, `get_dataset`.
+
+Importing `zoo` does not import torch.
 """
 
-from zoo._registry import get_plugin, list_plugins
-from zoo.plugin import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo._registry import get_dataset, get_plugin, list_datasets, list_plugins
+from zoo.config import TrainConfig, hparam
+from zoo.data import DataInfo, DataRequest, DataSplits, Dataset, Images, Labels, TensorData, Tokens
+from zoo.plugin import ExportTarget, Plugin, TensorSpec, Weights
+from zoo.trainer import Progress, Schedule, Trainer
 
 __all__ = [
+    "DataInfo",
     "DataRequest",
+    "DataSplits",
+    "Dataset",
     "ExportTarget",
+    "Images",
+    "Labels",
     "Plugin",
+    "Progress",
+    "Schedule",
+    "TensorData",
     "TensorSpec",
+    "Tokens",
     "TrainConfig",
     "Trainer",
     "Weights",
+    "get_dataset",
     "get_plugin",
     "hparam",
+    "list_datasets",
     "list_plugins",
 ]

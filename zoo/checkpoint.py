@@ -62,45 +62,88 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def load(path: str | os.PathLike, plugin: str | None = None, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a zoo checkpoint safely; with `plugin`, refuse one written by another plugin."""
+# What `zoo train --resume` needs of a checkpoint, with the type each entry must have.
+TRAINING_KEYS: dict[str, type | tuple[type, ...]] = {
+    "config": dict, "data": str, "epoch": int, "step": int, "optimizers": dict, "rng": dict,
+}
+RNG_KEYS = ("torch", "python", "data", "augment")
+
+
+def load(path: str | os.PathLike, plugin: str | None = None, map_location: Any = "cpu", training: bool = False) -> dict[str, Any]:
+    """Load a zoo checkpoint safely; with `plugin`, refuse one written by another plugin;
+    with `training`, refuse one that lacks what resuming needs. Every failure is one
+    `CheckpointError` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.is_dir() else f"checkpoint {path} is a directory, not a file")
+    state = torch_load(path, map_location=map_location, what="checkpoint")
+    if not isinstance(state, dict) or "model" not in state or "plugin" not in state:
+        raise CheckpointError(f"{path} is not a zoo training checkpoint (no 'plugin'/'model' entries)")
+    if not isinstance(state["plugin"], str):
+        raise CheckpointError(f"{path} is not a zoo training checkpoint (its 'plugin' entry is not a name)")
+    if plugin is not None and state["plugin"] != plugin:
+        raise CheckpointError(f"checkpoint {path} was written by plugin {state['plugin']!r}, not {plugin!r}")
+    import torch
+
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise CheckpointError(f"checkpoint {path}: its 'model' entry is not a state dict of tensors")
+    if "config" in state and not isinstance(state["config"], dict):
+        raise CheckpointError(f"checkpoint {path}: its 'config' entry is not a dict of hyperparameters")
+    if training:
+        for key, kind in TRAINING_KEYS.items():
+            if key not in state:
+                raise CheckpointError(f"checkpoint {path} has no {key!r}, so training cannot resume from it")
+            if not isinstance(state[key], kind) or isinstance(state[key], bool):
+                raise CheckpointError(f"checkpoint {path}: its {key!r} entry is a {type(state[key]).__name__}, not a {getattr(kind, '__name__', kind)}")
+        missing = [k for k in RNG_KEYS if k not in state["rng"]]
+        if missing:
+            raise CheckpointError(f"checkpoint {path}: its random-generator state lacks {', '.join(missing)}, so training cannot resume exactly")
+    return state
+
+
+def torch_load(path: Path, map_location: Any = "cpu", what: str = "file") -> Any:
+    """`torch.load(weights_only=True)` with one-line errors: a pickle that would build
+    arbitrary objects (or run code) is refused before anything in it executes, and the
+    message names the global it asked for."""
     import pickle
+    import warnings
     import zipfile
 
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's pickle-protocol chatter would break the one-line error
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global or opcode it does not know: the file wants to
         # build arbitrary objects (or run code), which zoo never writes, or it is garbage.
-        raise CheckpointError(
-            f"checkpoint {path} is refused: it is corrupt or holds objects that are not plain tensors"
-            f" ({_unpickler_detail(exc)})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-    if not isinstance(state, dict) or "model" not in state or "plugin" not in state:
-        raise CheckpointError(f"{path} is not a zoo training checkpoint (no 'plugin'/'model' entries)")
-    if plugin is not None and state["plugin"] != plugin:
-        raise CheckpointError(f"checkpoint {path} was written by plugin {state['plugin']!r}, not {plugin!r}")
-    return state
+        detail = unpickler_detail(exc)
+        verb = "is refused" if detail.startswith("it would build") else "is unreadable"
+        raise CheckpointError(f"{what} {path} {verb}: {detail}") from None
+    except MemoryError:
+        raise CheckpointError(f"{what} {path} is corrupt (it asks for more memory than this machine has)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise CheckpointError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}{': ' + detail if detail else ''})") from None
 
 
-def _unpickler_detail(exc: Exception) -> str:
-    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+def unpickler_detail(exc: Exception) -> str:
+    """What torch's weights-only unpickler refused, in one sentence: the global it was
+    asked to build (e.g. `posix.system`), or the opcode, or that the bytes are no pickle."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text, flags=re.I)
+    if found:
+        return f"it would build the Python object {found.group(1)}, which a plain checkpoint of tensors never holds (it may run code)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     for i, line in enumerate(lines):
         if "WeightsUnpickler error" in line:
             rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
-            return rest[:160]
-    return (lines[0] if lines else type(exc).__name__)[:160]
+            return f"it is corrupt or not a checkpoint of tensors ({rest[:120].rstrip('. ')})"
+    return f"it is corrupt or not a checkpoint of tensors ({(lines[0] if lines else type(exc).__name__)[:120]})"
 
 
 def load_state_dict_strict(module: Any, state_dict: dict[str, Any], what: str = "state dict") -> None:

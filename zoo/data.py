@@ -1,37 +1,245 @@
-"""Datasets as in-memory tensors, batched by index on the training device.
+"""The data contract: what a plugin asks for, what a dataset yields, and the splits the
+engine trains on.
 
-Every dataset zoo trains on here fits in memory, so it is decoded once into tensors,
-moved to the device once, and batched by indexing: no per-sample PIL work and no
-DataLoader workers each epoch. `--data SPEC` picks a loader: `digits` (the default,
-scikit-learn's bundled handwritten digits), `mnist:PATH`, and the loaders listed in
-`LOADERS`.
+- A plugin asks for named tensors: `DataRequest(Images("image", size=28, channels=1),
+  Labels("label", num_classes=10))`, or `DataRequest(Tokens("tokens", length=65))`.
+- A dataset is one `Dataset` object registered in the `zoo.datasets` entry-point group
+  (zoo's own, in `zoo.datasets`, exactly like a third party's). It says what it
+  `yields` (the same spec classes, without sizes: it adapts to the request) and loads a
+  `DataSplits`: a train and a validation split, and a `DataInfo` of what the data
+  knows (classes, class names, a vocabulary) that reaches the plugin before its model
+  is built and travels with the model into checkpoints, weights and exported files.
+- A split is a `TensorData` (named in-memory tensors batched by index on the device:
+  the fast default) or anything with the same three methods (`__len__`,
+  `num_batches`, `batches`), such as a streaming split for data larger than memory.
+
+`load(spec, request)` resolves `--data SPEC` (`digits`, `mnist:PATH`, ...) through the
+registry and refuses, in one line naming both, a dataset that cannot give the plugin
+what it asks for, and data that does not fit it (wrong shapes, labels out of range).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Protocol
 
 from zoo.errors import DataError, UsageError
-from zoo.plugin import DataRequest
 
 if TYPE_CHECKING:
     import torch
 
 # Bump when the preparation of a cached dataset changes, so stale caches are not used.
 CACHE_VERSION = 1
-# The validation split of the bundled digits is fixed: the same images whatever --seed is.
-SPLIT_SEED = 20240601
-DIGITS_VAL = 300
+
+
+# --------------------------------------------------------------------------- tensor specs
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One named tensor of a sample. Subclasses set `kind` and `dtype`; `shape()` is the
+    per-sample shape, with a name in place of any size not fixed (yet)."""
+
+    name: str
+    kind: ClassVar[str] = "tensor"
+    dtype: ClassVar[str] = "float32"
+
+    def shape(self) -> tuple[int | str, ...]:
+        return ()
+
+    def describe(self) -> str:
+        shape = "[" + ", ".join(map(str, self.shape())) + "]"
+        return f"{self.name} ({self.kind}: {self.dtype} {shape})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "dtype": self.dtype, "shape": list(self.shape())}
+
+
+@dataclass(frozen=True)
+class Images(DataSpec):
+    """float32 images (channels, size, size) with pixel values mapped linearly from [0, 1]
+    into `value_range`. A dataset declares `Images("image")` and resizes to the request."""
+
+    name: str = "image"
+    size: int | None = None
+    channels: int | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+    kind: ClassVar[str] = "images"
+    dtype: ClassVar[str] = "float32"
+
+    def shape(self) -> tuple[int | str, ...]:
+        side = self.size if self.size is not None else "size"
+        return (self.channels if self.channels is not None else "channels", side, side)
+
+    def describe(self) -> str:
+        lo, hi = self.value_range
+        return f"{super().describe()[:-1]} in [{lo:g}, {hi:g}])"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "value_range": list(self.value_range)}
+
+
+@dataclass(frozen=True)
+class Labels(DataSpec):
+    """int64 class indices, one per sample. A plugin sets `num_classes` to the classes its
+    model predicts: data with more classes, or labels outside 0..num_classes-1, is refused."""
+
+    name: str = "label"
+    num_classes: int | None = None
+    kind: ClassVar[str] = "labels"
+    dtype: ClassVar[str] = "int64"
+
+    def describe(self) -> str:
+        classes = f", 0..{self.num_classes - 1}" if self.num_classes else ""
+        return f"{self.name} ({self.kind}: {self.dtype} []{classes})"
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if self.num_classes is not None:
+            out["num_classes"] = self.num_classes
+        return out
+
+
+@dataclass(frozen=True)
+class Tokens(DataSpec):
+    """int64 token ids, `length` per sample (a language model asks for block_size + 1: the
+    inputs and, shifted by one, the targets). Ids index `DataInfo.vocabulary`."""
+
+    name: str = "tokens"
+    length: int | None = None
+    kind: ClassVar[str] = "tokens"
+    dtype: ClassVar[str] = "int64"
+
+    def shape(self) -> tuple[int | str, ...]:
+        return (self.length if self.length is not None else "length",)
+
+
+class DataRequest:
+    """What a plugin needs from a dataset: named tensor specs, and whether training
+    batches come in a seeded random order (`shuffle`, the default) or in order (for
+    data whose order matters, such as consecutive text windows).
+
+    `DataRequest(size=28, channels=1, value_range=(0.0, 1.0), labels=True)` is shorthand
+    for `DataRequest.images(...)`: `image` tensors and their `label`."""
+
+    def __init__(self, *tensors: DataSpec, shuffle: bool = True, size: int | None = None, channels: int = 1,
+                 value_range: tuple[float, float] = (0.0, 1.0), labels: bool = True):
+        if not tensors and size is not None:
+            # Shorthand for the common case, `DataRequest(size=28, channels=1)`: see `images`.
+            tensors = DataRequest.images(size, channels, value_range, labels).tensors
+        names = [t.name for t in tensors]
+        if not tensors or len(set(names)) != len(names):
+            raise ValueError(f"a DataRequest needs one or more tensors with distinct names, got {names}")
+        for t in tensors:
+            if not isinstance(t, DataSpec):
+                raise TypeError(f"a DataRequest holds zoo.data specs (Images, Labels, Tokens...), not {type(t).__name__}")
+        self.tensors: tuple[DataSpec, ...] = tuple(tensors)
+        self.shuffle = shuffle
+
+    @classmethod
+    def images(cls, size: int, channels: int = 1, value_range: tuple[float, float] = (0.0, 1.0), labels: bool = True,
+               num_classes: int | None = None) -> "DataRequest":
+        """The common case: `image` tensors, and (with `labels`) their `label`."""
+        specs: list[DataSpec] = [Images("image", size=size, channels=channels, value_range=tuple(value_range))]
+        if labels:
+            specs.append(Labels("label", num_classes=num_classes))
+        return cls(*specs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tensors)
+
+    def get(self, name: str) -> DataSpec | None:
+        return next((t for t in self.tensors if t.name == name), None)
+
+    def __getitem__(self, name: str) -> DataSpec:
+        spec = self.get(name)
+        if spec is None:
+            raise KeyError(name)
+        return spec
+
+    def wants(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    def describe(self) -> str:
+        return ", ".join(t.describe() for t in self.tensors)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tensors": [t.to_json() for t in self.tensors], "shuffle": self.shuffle}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DataRequest) and (self.tensors, self.shuffle) == (other.tensors, other.shuffle)
+
+    def __hash__(self) -> int:
+        return hash((self.tensors, self.shuffle))
+
+    def __repr__(self) -> str:
+        return f"DataRequest({', '.join(map(repr, self.tensors))}, shuffle={self.shuffle})"
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the data knows that a model (and whoever deploys it) needs: the number of
+    classes and their names, or the vocabulary (token id -> text). Recorded in
+    checkpoints, weights and every artifact's metadata as `data_info`."""
+
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    vocabulary: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.num_classes is not None:
+            out["num_classes"] = self.num_classes
+        if self.class_names is not None:
+            out["class_names"] = list(self.class_names)
+        if self.vocabulary is not None:
+            out["vocabulary"] = list(self.vocabulary)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "DataInfo":
+        if not data:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ValueError(f"data_info must be a JSON object, not {type(data).__name__}")
+        num = data.get("num_classes")
+        names, vocab = data.get("class_names"), data.get("vocabulary")
+        if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num < 1):
+            raise ValueError(f"data_info num_classes must be a positive int, not {num!r}")
+        for key, value in (("class_names", names), ("vocabulary", vocab)):
+            if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value)):
+                raise ValueError(f"data_info {key} must be a list of strings")
+        return cls(num, tuple(names) if names is not None else None, tuple(vocab) if vocab is not None else None)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+class Split(Protocol):
+    """What the engine needs of a split: its size, and batches in a seeded order."""
+
+    def __len__(self) -> int: ...
+
+    def num_batches(self, batch_size: int) -> int: ...
+
+    def batches(self, batch_size: int, generator: "torch.Generator | None" = None,
+                start: int = 0) -> Iterator[dict[str, "torch.Tensor"]]: ...
 
 
 @dataclass
 class TensorData:
-    """Named tensors sharing their first dimension (e.g. ``image`` N x C x H x W, ``label`` N)."""
+    """Named tensors sharing their first dimension (e.g. ``image`` N x C x H x W, ``label``
+    N), held on the training device and batched by indexing."""
 
     tensors: dict[str, "torch.Tensor"]
+
+    def __post_init__(self) -> None:
+        sizes = {name: len(t) for name, t in self.tensors.items()}
+        if len(set(sizes.values())) > 1:
+            raise DataError("the tensors of a split disagree on the number of samples: "
+                            + ", ".join(f"{k} {v}" for k, v in sizes.items()))
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
@@ -42,97 +250,182 @@ class TensorData:
     def index(self, idx: "torch.Tensor") -> dict[str, "torch.Tensor"]:
         return {k: v[idx] for k, v in self.tensors.items()}
 
-    def batches(
-        self, batch_size: int, generator: "torch.Generator | None" = None, drop_last: bool = False
-    ) -> Iterator[dict[str, "torch.Tensor"]]:
-        """Shuffled (with `generator`) or in-order batches."""
+    def batches(self, batch_size: int, generator: "torch.Generator | None" = None,
+                start: int = 0) -> Iterator[dict[str, "torch.Tensor"]]:
+        """Batches in a shuffled order drawn from `generator` (in order without one),
+        from batch number `start` on: the order is drawn whole either way, so a run
+        resumed in the middle of an epoch sees the rest of the same order."""
         import torch
 
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        device = next(iter(self.tensors.values())).device
-        order = order.to(device)
-        stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            yield self.index(order[start : start + batch_size])
+        order = order.to(next(iter(self.tensors.values())).device)
+        for begin in range(start * batch_size, n, batch_size):
+            yield self.index(order[begin : begin + batch_size])
 
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
 
 
 @dataclass
 class DataSplits:
+    """A dataset loaded for one request: training and validation splits, what the data
+    knows (`info`), and where it came from (`details`, recorded in config.json)."""
+
     name: str
-    train: TensorData
-    val: TensorData
-    num_classes: int | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    train: Any  # a Split
+    val: Any  # a Split
+    info: DataInfo = field(default_factory=DataInfo)
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: Any) -> "DataSplits":
-        return DataSplits(self.name, self.train.to(device), self.val.to(device), self.num_classes, self.info)
+        return DataSplits(self.name, self.train.to(device), self.val.to(device), self.info, self.details)
 
 
-# scheme -> "module:function"; imported only when asked for, so a loader's
-# dependencies cost nothing until used (no registration by import side effects).
-LOADERS: dict[str, str] = {
-    "digits": "zoo.data:load_digits",
-    "mnist": "zoo.data:load_mnist",
-    "cifar10": "zoo.images:load_cifar10",
-    "folder": "zoo.images:load_folder",
-    "pix2pix": "zoo.images:load_pix2pix",
-    "edges": "zoo.images:load_edges",
-    "colorization": "zoo.images:load_colorization",
-}
-NEEDS_PATH = {"mnist", "cifar10", "folder", "pix2pix"}
+# --------------------------------------------------------------------------- datasets
 
 
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    scheme, _, path = spec.partition(":")
-    scheme = scheme.strip().lower()
-    if scheme not in LOADERS:
-        raise UsageError(f"--data {spec!r}: unknown dataset {scheme!r} (known: {', '.join(sorted(LOADERS))}; e.g. mnist:PATH)")
-    if scheme in NEEDS_PATH and not path:
-        raise UsageError(f"--data {scheme} needs a directory: --data {scheme}:PATH")
-    return scheme, (path or None)
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset, registered in the `zoo.datasets` entry-point group.
+
+    `load(path, request, *, download)` returns the `DataSplits` for `request`; `path` is
+    the PATH of `--data NAME:PATH` (None for datasets that need none). `yields` lists
+    the tensors it can give, as specs without sizes (`Images("image")`,
+    `Labels("label")`); zoo refuses a plugin whose request names a tensor the dataset
+    does not yield before anything is loaded."""
+
+    name: str
+    summary: str
+    load: Callable[..., DataSplits]
+    yields: tuple[DataSpec, ...]
+    needs_path: bool = False
+    # `--download` fetches the data into PATH when it is missing.
+    downloads: bool = False
+    # What PATH must hold, for messages and `zoo datasets`.
+    path_help: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum() or self.name != self.name.lower():
+            raise ValueError(f"dataset name {self.name!r} must be lower-case letters, digits, - and _")
+        if not self.yields or not all(isinstance(t, DataSpec) for t in self.yields):
+            raise ValueError(f"dataset {self.name!r}: yields must list the zoo.data specs it gives (Images, Labels, ...)")
+
+    def problems_with(self, request: DataRequest) -> list[str]:
+        """Why this dataset cannot serve `request` (empty when it can)."""
+        kinds = {t.name: t.kind for t in self.yields}
+        out = []
+        for need in request.tensors:
+            if need.name not in kinds:
+                out.append(f"no {need.name!r}")
+            elif kinds[need.name] != need.kind:
+                out.append(f"{need.name!r} is {kinds[need.name]}, not {need.kind}")
+        return out
+
+    def describe_yields(self) -> str:
+        return ", ".join(f"{t.name} ({t.kind})" for t in self.yields)
 
 
-def load(spec: str, request: DataRequest, *, download: bool = False) -> DataSplits:
-    """Load the dataset named by `spec` shaped the way `request` asks."""
-    scheme, path = parse_spec(spec)
-    module_name, func_name = LOADERS[scheme].split(":")
-    loader: Callable[..., DataSplits] = getattr(importlib.import_module(module_name), func_name)
+def parse_spec(spec: str) -> tuple[Dataset, str | None]:
+    """`--data NAME[:PATH]` -> (the registered dataset, PATH or None)."""
+    from zoo import _registry
+
+    name, _, path = spec.partition(":")
+    name = name.strip().lower()
+    dataset = _registry.datasets.get(name, what=f"--data {spec!r}: unknown dataset", example="e.g. mnist:PATH")
+    if dataset.needs_path and not path:
+        raise UsageError(f"--data {name} needs a path: --data {name}:PATH ({dataset.path_help or 'see zoo datasets'})")
+    if path and not dataset.needs_path:
+        raise UsageError(f"--data {name} takes no path (it ships with zoo or its dependencies); use --data {name}")
+    return dataset, (path or None)
+
+
+def check_request(dataset: Dataset, request: DataRequest, plugin: str = "the plugin") -> None:
+    problems = dataset.problems_with(request)
+    if problems:
+        raise UsageError(
+            f"--data {dataset.name}: dataset {dataset.name!r} yields {dataset.describe_yields()} ({'; '.join(problems)}), "
+            f"but {plugin} needs {request.describe()}"
+        )
+
+
+def load(spec: str, request: DataRequest, *, download: bool = False, plugin: str = "the plugin") -> DataSplits:
+    """Load the dataset named by `spec` shaped the way `request` asks, checked against it."""
+    dataset, path = parse_spec(spec)
+    check_request(dataset, request, plugin)
+    location = None
     if path is not None:
-        p = Path(path).expanduser()
-        if not p.exists() and not (scheme == "mnist" and download):
-            raise DataError(f"--data {spec}: directory {p} does not exist")
-        return loader(p, request, download=download)
-    return loader(None, request, download=download)
+        location = Path(path).expanduser()
+        if not location.exists() and not (download and dataset.downloads):
+            hint = "; --download fetches it" if dataset.downloads else ""
+            raise DataError(f"--data {spec}: {location} does not exist{hint}")
+    splits = dataset.load(location, request, download=download)
+    if not isinstance(splits, DataSplits):
+        raise DataError(f"--data {spec}: dataset {dataset.name!r} returned a {type(splits).__name__}, not zoo.data.DataSplits")
+    check_splits(spec, splits, request, plugin)
+    return splits
 
 
-def to_request(images: "torch.Tensor", request: DataRequest) -> "torch.Tensor":
-    """uint8 or [0, 1] float images N x C x H x W -> float32 in request.value_range at request.size."""
+def check_splits(spec: str, splits: DataSplits, request: DataRequest, plugin: str = "the plugin") -> None:
+    """Refuse data that does not fit the request: missing tensors, other dtypes or
+    shapes, labels outside the plugin's classes. One line naming the tensor."""
+    info = splits.info
+    for split_name, split in (("training", splits.train), ("validation", splits.val)):
+        if len(split) == 0:
+            raise DataError(f"--data {spec}: the {split_name} split is empty")
+        tensors = getattr(split, "tensors", None)
+        if tensors is None:
+            continue  # a streaming split checks its own samples
+        for need in request.tensors:
+            if need.name not in tensors:
+                raise DataError(f"--data {spec}: the {split_name} split has no tensor {need.name!r} ({plugin} needs {need.describe()})")
+            t = tensors[need.name]
+            dtype = str(t.dtype).replace("torch.", "")
+            if dtype != need.dtype:
+                raise DataError(f"--data {spec}: {need.name!r} is {dtype}, {plugin} needs {need.dtype}")
+            want = need.shape()
+            got = tuple(t.shape[1:])
+            if len(got) != len(want) or any(isinstance(w, int) and w != g for w, g in zip(want, got)):
+                raise DataError(f"--data {spec}: {need.name!r} samples have shape {list(got)}, {plugin} needs {list(want)}")
+            if isinstance(need, Labels) and need.num_classes is not None and t.numel():
+                low, high = int(t.min()), int(t.max())
+                if low < 0 or high >= need.num_classes:
+                    raise DataError(f"--data {spec}: {split_name} labels run {low}..{high}, but {plugin} predicts "
+                                    f"{need.num_classes} classes (labels 0..{need.num_classes - 1})")
+    for need in request.tensors:
+        if isinstance(need, Labels) and need.num_classes is not None and info.num_classes is not None:
+            if info.num_classes > need.num_classes:
+                raise DataError(f"--data {spec} has {info.num_classes} classes, but {plugin} predicts {need.num_classes}")
+
+
+# --------------------------------------------------------------------------- helpers for datasets
+
+
+def to_request(images: "torch.Tensor", spec: Images) -> "torch.Tensor":
+    """uint8 or [0, 1] float images N x C x H x W -> float32 in spec.value_range, resized
+    to spec.size and converted to spec.channels (grey <-> RGB)."""
     import torch
     import torch.nn.functional as F
 
     x = images.float()
     if images.dtype == torch.uint8:
         x = x / 255.0
-    if x.shape[1] != request.channels:
-        if x.shape[1] == 1 and request.channels == 3:
+    channels = spec.channels if spec.channels is not None else x.shape[1]
+    if x.shape[1] != channels:
+        if x.shape[1] == 1 and channels == 3:
             x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] == 3 and request.channels == 1:
-            x = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        elif x.shape[1] == 3 and channels == 1:
+            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         else:
-            raise DataError(f"cannot turn {x.shape[1]}-channel images into {request.channels} channels")
-    if x.shape[-2:] != (request.size, request.size):
-        x = F.interpolate(x, size=(request.size, request.size), mode="bilinear", align_corners=False, antialias=True)
+            raise DataError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
+    if spec.size is not None and x.shape[-2:] != (spec.size, spec.size):
+        x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=True)
     x = x.clamp(0.0, 1.0)
-    lo, hi = request.value_range
+    lo, hi = spec.value_range
     return (x * (hi - lo) + lo).contiguous()
 
 
-def _cached(name: str, build: Callable[[], dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
+def cached(name: str, build: Callable[[], dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
     """Prepared tensors cached under $ZOO_HOME/data (written atomically, read weights_only)."""
     import torch
 
@@ -148,55 +441,5 @@ def _cached(name: str, build: Callable[[], dict[str, "torch.Tensor"]]) -> dict[s
     try:
         checkpoint.atomic_write(path, lambda fh: torch.save(tensors, fh))
     except OSError:
-        pass  # a read-only cache directory only costs the preparation time
+        pass  # a read-only (or full) cache directory only costs the preparation time
     return tensors
-
-
-def load_digits(path: None, request: DataRequest, download: bool = False) -> DataSplits:
-    """scikit-learn's bundled handwritten digits (1,797 images of 8x8, values 0..16),
-    upsampled to the requested size, with a fixed seeded train/validation split."""
-
-    def build() -> dict[str, "torch.Tensor"]:
-        import torch
-        import torch.nn.functional as F
-        from sklearn.datasets import load_digits as sk_digits
-
-        bunch = sk_digits()
-        images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # N x 1 x 8 x 8 in [0, 1]
-        images = F.interpolate(images, size=(request.size, request.size), mode="bilinear", align_corners=False)
-        labels = torch.tensor(bunch.target, dtype=torch.int64)
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
-        images, labels = images[order].clamp(0, 1), labels[order]
-        return {"image": images, "label": labels}
-
-    t = _cached(f"digits-{request.size}", build)
-    images = to_request(t["image"], request)
-    labels = t["label"]
-    val, train = slice(0, DIGITS_VAL), slice(DIGITS_VAL, None)
-    return DataSplits(
-        name="digits",
-        train=TensorData({"image": images[train], "label": labels[train]}),
-        val=TensorData({"image": images[val], "label": labels[val]}),
-        num_classes=10,
-        info={"source": "sklearn.datasets.load_digits", "train": len(labels) - DIGITS_VAL, "val": DIGITS_VAL},
-    )
-
-
-def load_mnist(path: Path, request: DataRequest, download: bool = False) -> DataSplits:
-    """torchvision's MNIST layout under `path` (`MNIST/raw/*-idx?-ubyte`); the test split
-    is the validation split. `download=True` fetches it (needs internet)."""
-    from torchvision.datasets import MNIST
-
-    splits = {}
-    for train in (True, False):
-        try:
-            ds = MNIST(str(path), train=train, download=download)
-        except RuntimeError as exc:
-            raise DataError(f"--data mnist:{path}: {str(exc).splitlines()[0]} (expected {path}/MNIST/raw/train-images-idx3-ubyte and the other IDX files; --download fetches them)") from None
-        except (AssertionError, ValueError, OSError, IndexError) as exc:
-            raise DataError(f"--data mnist:{path}: malformed IDX files ({type(exc).__name__}: {exc})") from None
-        if len(ds.data) == 0:
-            raise DataError(f"--data mnist:{path}: the {'train' if train else 'test'} split is empty")
-        images = to_request(ds.data.unsqueeze(1), request)
-        splits[train] = TensorData({"image": images, "label": ds.targets.long()})
-    return DataSplits("mnist", splits[True], splits[False], num_classes=10, info={"root": str(path)})

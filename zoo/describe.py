@@ -1,98 +1,91 @@
-"""Plugins described as plain data: for `zoo list`, `zoo info` and exported metadata."""
+"""Plugins and datasets described as plain data: for `zoo list`, `zoo info`,
+`zoo datasets` and exported metadata."""
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from typing import Any
 
-from zoo.plugin import ExportTarget, Plugin
+from zoo import config as zconfig
+from zoo.capabilities import capabilities
+from zoo.plugin import Plugin
+from zoo.targets import check_target, target_io
 
-BATCH_AXIS = "batch"
+# How each format exports by default; a target's `exporters` may choose another.
+DEFAULT_EXPORTERS = {"torchscript": "script", "onnx": "dynamo", "pt2": "aotinductor"}
 
 
 def hyperparameters(plugin: Plugin) -> list[dict[str, Any]]:
-    hints = typing.get_type_hints(plugin.config_class)
-    out = []
-    for f in dataclasses.fields(plugin.config_class):
-        kind = hints.get(f.name, str)
-        out.append(
-            {
-                "name": f.name,
-                "option": "--" + f.name.replace("_", "-"),
-                "type": getattr(kind, "__name__", str(kind)),
-                "default": f.default if f.default is not dataclasses.MISSING else None,
-                "help": f.metadata.get("help", ""),
-                **({"choices": list(f.metadata["choices"])} if "choices" in f.metadata else {}),
-            }
-        )
-    return out
+    return [f.to_json() for f in zconfig.fields(plugin.config_class)]
 
 
-def _shape(t: Any, dynamic: dict[int, str]) -> list[int | str]:
-    shape: list[int | str] = list(t.shape)
-    if shape:
-        shape[0] = BATCH_AXIS
-    for dim, name in dynamic.items():
-        shape[dim] = name
-    return shape
-
-
-def _dtype(t: Any) -> str:
-    return str(t.dtype).replace("torch.", "")
-
-
-def target_io(target: ExportTarget, config: Any, module: Any = None, batch: int = 2) -> dict[str, list[dict[str, Any]]]:
-    """Input and output specs of an export target with shapes read off real tensors
-    (dimension 0 named ``batch``; other dynamic dims named by the target's
-    `dynamic_dims`, outputs' too)."""
-    import torch
-
-    from zoo.export_support import as_tuple
-
-    inputs = target.example_inputs(config, batch, torch.Generator().manual_seed(0))
-    ins = [
-        {**spec.to_json(), "shape": _shape(t, dict(target.dynamic_dims.get(spec.name, {}))), "dtype": _dtype(t)}
-        for spec, t in zip(target.inputs, inputs)
-    ]
-    outs: list[dict[str, Any]] = [spec.to_json() for spec in target.outputs]
+def describe_target(target: Any, config: Any, model: Any = None) -> dict[str, Any]:
+    module = target.module(model) if model is not None else None
     if module is not None:
-        with torch.no_grad():
-            results = as_tuple(module(*inputs))
-        outs = [
-            {**spec.to_json(), "shape": _shape(t, dict(target.dynamic_dims.get(spec.name, {}))), "dtype": _dtype(t)}
-            for spec, t in zip(target.outputs, results)
-        ]
-    return {"inputs": ins, "outputs": outs}
+        check_target(target, config, module)
+    io = target_io(target, config, module) if model is not None else {}
+    return {
+        "name": target.name,
+        "description": target.description,
+        "trace": target.trace,
+        "rtol": target.rtol,
+        "atol": target.atol,
+        "exporters": {fmt: target.exporter(fmt, default) for fmt, default in DEFAULT_EXPORTERS.items()},
+        "skip_formats": dict(target.skip_formats),
+        "axis_sizes": {axis: list(sizes) for axis, sizes in target.sizes_of_axes(config).items()},
+        **io,
+    }
 
 
 def describe(plugin: Plugin, with_shapes: bool = True) -> dict[str, Any]:
     from zoo import _registry
 
-    entry = _registry.discover().get(plugin.name)
+    entry = _registry.plugins.entries().get(plugin.name)
     config = plugin.config()
-    targets = []
     model = None
     if with_shapes and plugin.export_targets:
         import torch
 
-        torch.manual_seed(0)
-        model = plugin.build(config).eval()
-    for t in plugin.export_targets:
-        io = target_io(t, config, t.module(model) if model is not None else None) if with_shapes else {}
-        targets.append({"name": t.name, "description": t.description, "trace": t.trace, "rtol": t.rtol, "atol": t.atol, **io})
+        from zoo.models import data_info_for
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = plugin.instantiate(config, data_info_for(plugin, config)).eval()
+    targets = [describe_target(t, config, model) for t in plugin.export_targets]
     weights = [{"name": w.name, "source": w.source, "sha256": w.sha256, "meta": dict(w.meta)} for w in plugin.weights]
+    request = plugin.data_request(config)
     return {
         "name": plugin.name,
         "summary": plugin.summary,
         "task": plugin.task,
+        "capabilities": capabilities(plugin),
         "reference": plugin.reference,
         "distribution": entry.distribution if entry else None,
         "version": entry.version if entry else None,
         "default_dataset": plugin.default_dataset,
         "datasets": list(plugin.datasets),
+        "data_request": request.to_json(),
         "hyperparameters": hyperparameters(plugin),
         "weights": weights,
         "default_weights": plugin.default_weights,
         "export_targets": targets,
+        "sample_target": plugin.sample_target,
+        "predict_target": plugin.predict_target,
+    }
+
+
+def describe_dataset(entry: Any) -> dict[str, Any]:
+    """One `zoo.datasets` entry as data (`zoo datasets --json`)."""
+    ds = entry.obj
+    return {
+        "name": entry.name,
+        "summary": ds.summary if ds else "",
+        "distribution": entry.distribution,
+        "version": entry.version,
+        "entry_point": entry.value,
+        "status": entry.status,
+        "error": entry.error,
+        "needs_path": ds.needs_path if ds else None,
+        "downloads": ds.downloads if ds else None,
+        "path_help": ds.path_help if ds else "",
+        "yields": [t.to_json() for t in ds.yields] if ds else [],
     }

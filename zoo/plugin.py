@@ -1,60 +1,77 @@
 """The plugin contract: what every architecture gives the engine, the CLI and the exporters.
 
 A plugin is one `Plugin` object, reached through the `zoo.plugins` entry-point group.
-It owns the math (model, losses, one training step, evaluation); the engine
-(`zoo.engine`) owns everything else (devices, loop, checkpoints, metrics, seeds).
-Everything a tool needs to know about a plugin is data on this object, so tests can
-read and check it.
+It owns the math (model, losses, one training step, evaluation: `zoo.trainer`); the
+engine owns everything else (devices, loop, checkpoints, metrics, seeds). Everything
+a tool needs to know about a plugin is data on this object, so tests can read and
+check it. What a plugin can do (sample images, classify, translate images, ...)
+follows from what it provides: `zoo.capabilities`.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
-if TYPE_CHECKING:  # torch stays out of `zoo --help`
+from zoo.config import TrainConfig, check_config_class, hparam
+from zoo.data import DataRequest
+from zoo.trainer import Trainer
+
+if TYPE_CHECKING:
     import torch
     from torch import nn
 
-TASKS = ("classification", "generative", "image-to-image")
+__all__ = ["ExportTarget", "Plugin", "TensorSpec", "TrainConfig", "Trainer", "Weights", "hparam", "DataRequest"]
 
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters every plugin has. Plugins subclass it and override the defaults
-    with their reference values; each field's `metadata["help"]` becomes the CLI help."""
-
-    epochs: int = field(default=10, metadata={"help": "passes over the training split"})
-    batch_size: int = field(default=64, metadata={"help": "samples per optimisation step"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate of every optimizer"})
-
-
-def hparam(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
-    """A config field with its CLI help (and optional allowed values)."""
-    meta: dict[str, Any] = {"help": help}
-    if choices is not None:
-        meta["choices"] = tuple(choices)
-    return field(default=default, metadata=meta)
+INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "bool")
+BATCH_AXIS = "batch"
 
 
 @dataclass(frozen=True)
 class TensorSpec:
     """One named input or output of an export target. Shapes are not written here:
-    exporters read them off `example_inputs` and the module's outputs (dimension 0 is
-    the dynamic ``batch`` axis; `ExportTarget.dynamic_dims` names any others)."""
+    exporters read them off `example_inputs` and the module's outputs.
+
+    - `dtype`: checked against the example inputs and the module's outputs.
+    - `batch_axis`: the dimension that is the dynamic ``batch`` axis (None: the tensor
+      has none). Checked: it must be the one dimension that follows the batch size.
+    - `value_range`: for float images, the pixel range, e.g. (-1.0, 1.0); for integer
+      tensors (class labels, token ids), the inclusive range of valid values, enforced
+      by zoo-run and the Node runner. A callable `(config, data_info) -> (lo, hi)` for
+      ranges the data decides (a vocabulary's size).
+    """
 
     name: str
     dtype: str = "float32"
-    # What values the model expects or produces, e.g. "images in [-1, 1]".
+    # What values the model expects or produces, in words, e.g. "images in [-1, 1]".
     range: str = ""
-    # Numeric pixel range for image tensors (None for anything that is not an image).
-    value_range: tuple[float, float] | None = None
+    value_range: Any = None
+    batch_axis: int | None = 0
 
-    def to_json(self) -> dict[str, Any]:
+    def resolved_range(self, config: Any = None, data_info: Any = None) -> tuple[float, float] | None:
+        value = self.value_range
+        if callable(value):
+            value = value(config, data_info)
+        if value is None:
+            return None
+        lo, hi = value
+        if self.dtype in INTEGER_DTYPES:
+            return (int(lo), int(hi))
+        return (float(lo), float(hi))
+
+    @property
+    def is_integer(self) -> bool:
+        return self.dtype in INTEGER_DTYPES
+
+    def to_json(self, config: Any = None, data_info: Any = None) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "range": self.range}
-        if self.value_range is not None:
-            out["value_range"] = list(self.value_range)
+        # A range the data decides is known only once there is a config (and data).
+        resolved = None if callable(self.value_range) and config is None else self.resolved_range(config, data_info)
+        if resolved is not None:
+            out["value_range"] = list(resolved)
+        if self.batch_axis != 0:
+            out["batch_axis"] = self.batch_axis
         return out
 
 
@@ -64,18 +81,22 @@ class ExportTarget:
 
     `module(model)` returns the `nn.Module` to export (already a pure function of its
     inputs: no sampling inside, noise enters as an input). `example_inputs(config,
-    batch, generator)` returns a tuple of tensors matching `inputs`.
+    batch, generator)` returns a tuple of tensors matching `inputs`; a target with
+    dynamic axes besides the batch gets a fourth argument, `sizes`, mapping each axis
+    name to the size to make (the first of its `axis_sizes` when exporting, each of
+    them for parity).
     """
 
     name: str
     module: Callable[["nn.Module"], "nn.Module"]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    example_inputs: Callable[[Any, int, "torch.Generator"], tuple["torch.Tensor", ...]]
+    example_inputs: Callable[..., tuple["torch.Tensor", ...]]
     # fp32 parity tolerances; a plugin loosens them only with a comment saying why.
     rtol: float = 1e-4
     atol: float = 1e-5
     # Script by default; tracing only where a plugin declares it (the trace is checked).
+    # Same as exporters={"torchscript": "trace"}.
     trace: bool = False
     description: str = ""
     # Extra dynamic dimensions beyond the batch: {tensor name: {dim index: axis name}}.
@@ -83,11 +104,83 @@ class ExportTarget:
     # input axis an output axis follows (`zoo info` shows it; exports read it off the
     # exported program, and a test checks the two agree).
     dynamic_dims: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    # Sizes of each non-batch dynamic axis at which parity is checked, the first being
+    # the size the graph is captured at: {"seq": (64, 1, 17)}, or a callable
+    # config -> that mapping where the valid sizes depend on the config. Required for
+    # every dynamic axis of an input: only the plugin knows which sizes are valid.
+    axis_sizes: Any = field(default_factory=dict)
+    # Which exporter a format uses where its default cannot keep an axis dynamic, e.g.
+    # {"onnx": "torchscript"} (torch.onnx's TorchScript-based exporter) for recurrent
+    # layers. Recorded in the artifact's metadata and export.json.
+    exporters: Mapping[str, str] = field(default_factory=dict)
+    # Formats this target cannot be exported to, with the reason: {"pt2": "why"}.
+    # Shown by `zoo info`, recorded in export.json as skipped (never as passed).
+    skip_formats: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.inputs + self.outputs]
+        if len(set(s.name for s in self.inputs)) != len(self.inputs) or len(set(s.name for s in self.outputs)) != len(self.outputs):
+            raise ValueError(f"export target {self.name!r}: input and output names must be unique, got {names}")
+        if self.trace and self.exporters.get("torchscript", "trace") != "trace":
+            raise ValueError(f"export target {self.name!r}: trace=True contradicts exporters['torchscript']")
+        known = {s.name for s in self.inputs} | {s.name for s in self.outputs}
+        for tensor in self.dynamic_dims:
+            if tensor not in known:
+                raise ValueError(f"export target {self.name!r}: dynamic_dims names {tensor!r}, which is not an input or output")
+        for tensor, dims in self.dynamic_dims.items():
+            for dim, axis in dims.items():
+                if axis == BATCH_AXIS:
+                    raise ValueError(f"export target {self.name!r}: {tensor} dim {dim} is named 'batch'; set TensorSpec.batch_axis instead")
+        if not callable(self.axis_sizes):
+            self.sizes_of_axes(None)
+
+    @property
+    def dynamic_axes(self) -> list[str]:
+        """Names of the non-batch dynamic axes of the inputs, in order."""
+        names = {s.name for s in self.inputs}
+        out: list[str] = []
+        for tensor, dims in self.dynamic_dims.items():
+            for axis in dims.values():
+                if tensor in names and axis not in out:
+                    out.append(axis)
+        return out
+
+    def sizes_of_axes(self, config: Any) -> dict[str, tuple[int, ...]]:
+        """`axis_sizes` for `config`, checked: every dynamic input axis has its export
+        size and at least one other valid size, all positive ints."""
+        sizes = self.axis_sizes(config) if callable(self.axis_sizes) else self.axis_sizes
+        out = {}
+        for axis in self.dynamic_axes:
+            values = tuple(sizes.get(axis, ()))
+            if len(values) < 2:
+                raise ValueError(f"export target {self.name!r}: dynamic axis {axis!r} needs axis_sizes with its export size "
+                                 f"and at least one other valid size, e.g. axis_sizes={{{axis!r}: (64, 17)}}")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+                raise ValueError(f"export target {self.name!r}: axis_sizes[{axis!r}] must be positive ints, not {values!r}")
+            out[axis] = values
+        return out
+
+    def axes(self, config: Any) -> dict[str, int]:
+        """The export size of every non-batch dynamic axis."""
+        return {axis: sizes[0] for axis, sizes in self.sizes_of_axes(config).items()}
+
+    def make_inputs(self, config: Any, batch: int, generator: "torch.Generator",
+                    sizes: Mapping[str, int] | None = None) -> tuple["torch.Tensor", ...]:
+        """`example_inputs` at `batch` (and, for targets with dynamic axes, at `sizes`,
+        default: the export sizes)."""
+        if self.dynamic_axes:
+            return tuple(self.example_inputs(config, batch, generator, {**self.axes(config), **(sizes or {})}))
+        return tuple(self.example_inputs(config, batch, generator))
+
+    def exporter(self, fmt: str, default: str) -> str:
+        if fmt == "torchscript" and self.trace:
+            return "trace"
+        return self.exporters.get(fmt, default)
 
     def input_shapes(self, config: Any, batch: int) -> dict[str, tuple[int, ...]]:
         import torch
 
-        tensors = self.example_inputs(config, batch, torch.Generator().manual_seed(0))
+        tensors = self.make_inputs(config, batch, torch.Generator().manual_seed(0))
         return {spec.name: tuple(t.shape) for spec, t in zip(self.inputs, tensors)}
 
 
@@ -102,51 +195,16 @@ class Weights:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Trainer:
-    """The math of training, one step at a time. Subclass per plugin.
-
-    The engine constructs it with the built model (already on its device) and the
-    config, calls `configure_optimizers` once, then `train_step` for every batch and
-    `evaluate` once per epoch. GANs use several optimizers: `train_step` decides their
-    order (discriminator, then generator) and returns every loss it wants logged.
-    """
-
-    def __init__(self, model: "nn.Module", config: Any, device: "torch.device"):
-        self.model = model
-        self.config = config
-        self.device = device
-
-    def configure_optimizers(self) -> dict[str, "torch.optim.Optimizer"]:
-        raise NotImplementedError
-
-    def train_step(
-        self, batch: dict[str, "torch.Tensor"], optimizers: dict[str, "torch.optim.Optimizer"], step: int
-    ) -> dict[str, "torch.Tensor"]:
-        """One optimisation step on `batch`; returns detached scalar losses by name."""
-        raise NotImplementedError
-
-    def evaluate(self, batches: Any) -> dict[str, float]:
-        """Metrics on the validation split (an iterable of batches), names prefixed `val_`."""
-        raise NotImplementedError
-
-    def augment(self, batch: dict[str, "torch.Tensor"], generator: "torch.Generator") -> dict[str, "torch.Tensor"]:
-        """Training-time jitter on a batch already on the device (default: none)."""
-        return batch
-
-    def sample_grid(self, generator: "torch.Generator", val_batch: dict[str, "torch.Tensor"] | None) -> "torch.Tensor | None":
-        """An image grid (C, H, W) in [0, 1] to save each epoch, or None."""
-        return None
-
-
-@dataclass(frozen=True)
-class DataRequest:
-    """What tensors a plugin wants from a dataset: images of `channels` x `size` x `size`,
-    with pixel values mapped into `value_range`."""
-
-    size: int
-    channels: int = 1
-    value_range: tuple[float, float] = (0.0, 1.0)
-    labels: bool = True
+def _positional_arity(fn: Callable[..., Any]) -> int:
+    """How many positional arguments `fn` accepts (a class: its __init__ without self)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 1
+    params = list(signature.parameters.values())
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 @dataclass(frozen=True)
@@ -155,9 +213,11 @@ class Plugin:
 
     name: str
     summary: str
-    task: str
     config_class: type
-    build: Callable[[Any], "nn.Module"]
+    # config -> nn.Module, or (config, data_info) -> nn.Module when the model's shape
+    # depends on the data (its classes, its vocabulary: `zoo.data.DataInfo`). A GAN's
+    # module holds generator and discriminator.
+    build: Callable[..., "nn.Module"]
     trainer_class: type[Trainer]
     data_request: Callable[[Any], DataRequest]
     default_dataset: str
@@ -171,19 +231,29 @@ class Plugin:
     checkpoint_filter: Callable[[Mapping[str, Any], Any], dict[str, Any]] | None = None
     # Module-level docs: paper and reference implementation.
     reference: str = ""
-    # Generative plugins: the export target that turns noise (and a label) into images,
+    # Generative plugins: the export target that turns noise (and a label) into samples,
     # and how to make its inputs: (config, n, label or None, generator) -> input tensors.
     # `zoo sample` runs it eagerly or from an exported artifact with the same inputs.
     sample_target: str | None = None
     sample_inputs: Callable[[Any, int, int | None, "torch.Generator"], tuple["torch.Tensor", ...]] | None = None
+    # The export target `zoo predict` runs on input images: class scores out make it a
+    # classifier (classes named by the data's DataInfo), images out an image translator.
+    predict_target: str | None = None
+    # A free label shown by `zoo list` ("classification", "generative", "language model",
+    # ...). Nothing depends on it: what the plugin can do follows from what it provides.
+    task: str = ""
 
     DEFAULT: ClassVar[str] = "DEFAULT"
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"plugin {self.name!r}: task must be one of {TASKS}, not {self.task!r}")
-        if not dataclasses.is_dataclass(self.config_class) or not issubclass(self.config_class, TrainConfig):
-            raise TypeError(f"plugin {self.name!r}: config_class must be a dataclass subclassing zoo.TrainConfig")
+        try:
+            check_config_class(self.config_class)
+        except TypeError as exc:
+            raise TypeError(f"plugin {self.name!r}: {exc}") from None
+        if not isinstance(self.trainer_class, type) or not issubclass(self.trainer_class, Trainer):
+            raise TypeError(f"plugin {self.name!r}: trainer_class must subclass zoo.Trainer")
+        if not self.datasets or self.default_dataset not in self.datasets:
+            raise ValueError(f"plugin {self.name!r}: default_dataset {self.default_dataset!r} must be one of its datasets {self.datasets}")
         names = [t.name for t in self.export_targets]
         if len(set(names)) != len(names):
             raise ValueError(f"plugin {self.name!r}: duplicate export target names {names}")
@@ -194,11 +264,27 @@ class Plugin:
             raise ValueError(f"plugin {self.name!r}: sample_target and sample_inputs come together")
         if self.sample_target is not None and self.sample_target not in names:
             raise ValueError(f"plugin {self.name!r}: sample_target {self.sample_target!r} is not an export target")
+        if self.predict_target is not None and self.predict_target not in names:
+            raise ValueError(f"plugin {self.name!r}: predict_target {self.predict_target!r} is not an export target")
         if self.default_weights is not None and self.default_weights not in wnames:
             raise ValueError(f"plugin {self.name!r}: default_weights {self.default_weights!r} is not in its weights table")
 
+    @property
+    def build_takes_data(self) -> bool:
+        """Whether `build` takes the data's `DataInfo` as its second argument."""
+        return _positional_arity(self.build) >= 2
+
     def config(self, **overrides: Any) -> Any:
         return self.config_class(**overrides)
+
+    def instantiate(self, config: Any, data_info: Any = None) -> "nn.Module":
+        """The model for `config` (and the data's `DataInfo` where `build` takes it):
+        the one place `build` is called."""
+        if self.build_takes_data:
+            from zoo.data import DataInfo
+
+            return self.build(config, data_info if data_info is not None else DataInfo())
+        return self.build(config)
 
     def target(self, name: str) -> ExportTarget:
         for t in self.export_targets:

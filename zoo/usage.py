@@ -56,19 +56,20 @@ class Runner:
         return tuple(torch.cat(parts) for parts in zip(*chunks))
 
     def input_request(self) -> Any:
-        """How images must look for the target's first input: its channels and size as
-        the example inputs have them (the training crop, e.g. pix2pix's, not the size
+        """How images must look for the target's first input (a `zoo.data.Images`): its
+        channels and size as the example inputs have them (not the size training
         images are stored at) and the value range its spec declares."""
-        from zoo.plugin import DataRequest
+        from zoo.data import Images
 
         spec = self.target.inputs[0]
         _, channels, size = self.target.input_shapes(self.config, 1)[spec.name][:3]
+        trained = next((t for t in self.plugin.data_request(self.config).tensors if isinstance(t, Images)), None)
         recorded = list(self.recorded_input_shape)
         if len(recorded) == 4:
             channels = recorded[1] if isinstance(recorded[1], int) else channels
             size = recorded[2] if isinstance(recorded[2], int) else size
-        value_range = spec.value_range or self.plugin.data_request(self.config).value_range
-        return DataRequest(size=size, channels=channels, value_range=value_range)
+        value_range = spec.resolved_range(self.config) or (trained.value_range if trained else (0.0, 1.0))
+        return Images(spec.name, size=size, channels=channels, value_range=value_range)
 
     def output_range(self, index: int = 0) -> tuple[float, float]:
         spec = self.target.outputs[index]
@@ -93,8 +94,7 @@ def source_options(command: Callable) -> Callable:
 def _eager_model(plugin: "Plugin", checkpoint: str | None, weights: str | None) -> tuple[Any, Any, str]:
     """(model in eval mode, config, source description) from a checkpoint, weights, or
     the newest run; built the way `zoo export` builds it."""
-    from zoo import paths
-    from zoo.export import pipeline
+    from zoo import models, paths
 
     if checkpoint is None and weights is None:
         latest = paths.latest_checkpoint(plugin.name)
@@ -104,8 +104,8 @@ def _eager_model(plugin: "Plugin", checkpoint: str | None, weights: str | None) 
                 f"(zoo train {plugin.name}) or pass --weights NAME|PATH, --checkpoint or --artifact"
             )
         checkpoint = str(latest)
-    model, config, _ = pipeline.build_model(plugin, checkpoint=checkpoint, weights=weights)
-    return model.eval(), config, f"checkpoint {checkpoint}" if checkpoint is not None else f"weights {weights}"
+    built = models.build_model(plugin, checkpoint=checkpoint, weights=weights)
+    return built.model.eval(), built.config, f"checkpoint {checkpoint}" if checkpoint is not None else f"weights {weights}"
 
 
 def open_runner(
@@ -117,7 +117,7 @@ def open_runner(
         raise UsageError(f"pass one of --checkpoint, --weights and --artifact, not {' and '.join(given)}")
     target = plugin.target(target_name)
     if artifact is not None:
-        from zoo import engine
+        from zoo import config as zconfig
         from zoo.export import artifacts
 
         loaded = artifacts.load(artifact, device=device)
@@ -134,7 +134,7 @@ def open_runner(
 
         # The artifact checks its input shapes itself; the config only shapes the
         # inputs we make (e.g. the noise size), from the metadata where it has one.
-        config = engine.config_from_dict(plugin, meta.get("config") or {})
+        config = zconfig.from_dict(plugin.config_class, meta.get("config") or {}, plugin=plugin.name)
         shape = meta["inputs"][0].get("shape", ()) if meta.get("inputs") else ()
         return Runner(plugin, config, target, forward_artifact, f"artifact {artifact}", shape)
 
@@ -190,7 +190,9 @@ def _plugin(name: str) -> "Plugin":
 def _generators() -> list[str]:
     from zoo import _registry
 
-    return [n for n, e in _registry.discover().items() if e.plugin is not None and e.plugin.sample_target]
+    from zoo.capabilities import sample_kind
+
+    return [n for n, e in _registry.plugins.entries().items() if e.obj is not None and sample_kind(e.obj) == "images"]
 
 
 # --------------------------------------------------------------------------- zoo sample
@@ -212,9 +214,11 @@ def sample_command(plugin_name: str, n: int, label: int | None, seed: int, nrow:
     `--artifact` runs of the same model give the same grid."""
     import torch
 
+    from zoo.capabilities import sample_kind
+
     plugin = _plugin(plugin_name)
-    if plugin.sample_target is None or plugin.sample_inputs is None:
-        raise UsageError(f"{plugin.name} does not sample images (task {plugin.task}); plugins that do: {', '.join(_generators()) or 'none'}")
+    if sample_kind(plugin) != "images" or plugin.sample_target is None or plugin.sample_inputs is None:
+        raise UsageError(f"{plugin.name} does not sample images; plugins that do: {', '.join(_generators()) or 'none'}")
     if n < 1:
         raise UsageError(f"-n must be at least 1, not {n}")
     if nrow is not None and nrow < 1:
@@ -237,7 +241,7 @@ def read_image(path: Path, channels: int) -> "torch.Tensor":
     import numpy as np
     import torch
 
-    from zoo.images import open_image
+    from zoo.datasets._images import open_image
 
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -250,7 +254,7 @@ def read_image(path: Path, channels: int) -> "torch.Tensor":
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files as given; a directory stands for the images directly inside it (the
     extensions torchvision's ImageFolder reads)."""
-    from zoo.images import IMAGE_EXTENSIONS
+    from zoo.datasets._images import IMAGE_EXTENSIONS
 
     paths: list[Path] = []
     for item in inputs:
@@ -325,14 +329,18 @@ def predict_command(plugin_name: str, inputs: tuple[str, ...], out: str | None, 
     plugin was trained (see `zoo info PLUGIN`)."""
     from zoo import checkpoint as zcheckpoint
 
+    from zoo.capabilities import predict_kind
+
     plugin = _plugin(plugin_name)
-    if plugin.task not in ("classification", "image-to-image") or not plugin.export_targets:
-        raise UsageError(f"{plugin.name} is {plugin.task}: zoo predict runs classifiers and image-to-image plugins" + (" (use zoo sample)" if plugin.sample_target else ""))
+    kind = predict_kind(plugin)
+    if kind is None:
+        raise UsageError(f"{plugin.name} has no predict target: zoo predict runs classifiers and image-to-image plugins"
+                         + (" (use zoo sample)" if plugin.sample_target else ""))
     paths = expand_inputs(inputs)
-    target = plugin.export_targets[0]
+    target = plugin.target(plugin.predict_target)
     runner = open_runner(plugin, target.name, checkpoint=checkpoint, weights=weights, artifact=artifact, device=device)
     request = runner.input_request()
-    if plugin.task == "classification":
+    if kind == "classes":
         results = _classify(runner, paths, request)
         if as_json:
             text = json.dumps(results, indent=2)
@@ -357,6 +365,7 @@ def _classifier(spec: str | None, device: str) -> Runner:
     """A classifier to judge samples: a checkpoint of any classification plugin, or
     convnet weights (NAME or file); by default the newest convnet run."""
     from zoo import checkpoint, paths
+    from zoo.capabilities import predict_kind
 
     if spec is None:
         latest = paths.latest_checkpoint("convnet")
@@ -370,11 +379,11 @@ def _classifier(spec: str | None, device: str) -> Runner:
     if Path(spec).suffix == ".pt" and Path(spec).is_file():
         plugin_name = checkpoint.load(spec)["plugin"]
         plugin = _plugin(plugin_name)
-        if plugin.task != "classification":
+        if predict_kind(plugin) != "classes":
             raise UsageError(f"--classifier {spec} is a {plugin_name} checkpoint; a classifier (e.g. convnet) is needed")
-        return open_runner(plugin, plugin.export_targets[0].name, checkpoint=spec, weights=None, artifact=None, device=device)
+        return open_runner(plugin, plugin.predict_target, checkpoint=spec, weights=None, artifact=None, device=device)
     plugin = _plugin(plugin_name)
-    return open_runner(plugin, plugin.export_targets[0].name, checkpoint=None, weights=spec, artifact=None, device=device)
+    return open_runner(plugin, plugin.predict_target, checkpoint=None, weights=spec, artifact=None, device=device)
 
 
 def sample_quality(runner: Runner, classifier: Runner, n: int, seed: int) -> dict[str, Any]:

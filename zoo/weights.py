@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from zoo import checkpoint, paths
+from zoo import config as zconfig
 from zoo.errors import CheckpointError, UsageError, ZooError
 from zoo.plugin import Plugin, Weights
 
@@ -77,6 +78,7 @@ META_FIELDS: dict[str, str] = {
 OPTIONAL_META_FIELDS: dict[str, str] = {
     "components": "top-level child modules the file holds (default: the whole model), e.g. ['generator']",
     "description": "one line on what they are good for",
+    "data_info": "what the training data knew that the model needs: {'num_classes', 'class_names', 'vocabulary'}",
 }
 
 
@@ -202,7 +204,7 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float | None = None)
     import urllib.error
     import urllib.request
 
-    from zoo.engine import zoo_version
+    from zoo.versions import zoo_version
 
     timeout = download_timeout() if timeout is None else timeout
     try:
@@ -453,24 +455,8 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def torch_load_safely(path: Path) -> Any:
-    """`torch.load(weights_only=True)` with one-line errors: a pickle that would build
-    arbitrary objects (or run code) is refused before anything in it executes."""
-    import pickle
-    import warnings
-    import zipfile
-
-    import torch
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} is refused: it is corrupt or holds objects that are not plain tensors ({checkpoint._unpickler_detail(exc)})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({type(exc).__name__}: {_one_line(exc)[:160]})") from None
+    """`torch.load(weights_only=True)` with one-line errors (see `zoo.checkpoint.torch_load`)."""
+    return checkpoint.torch_load(path, what="weights")
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -578,14 +564,7 @@ def _same_storage(value: Any, own: Any) -> bool:
     )
 
 
-def _flag(name: str, value: Any) -> str:
-    option = "--" + name.replace("_", "-")
-    if isinstance(value, bool):
-        return option if value else f"--no-{option[2:]}"
-    return f"{option} {shlex.quote(str(value))}"
-
-
-def _meta_model(plugin: Plugin, config: Any) -> Any:
+def _meta_model(plugin: Plugin, config: Any, data_info: Any = None) -> Any:
     """The model `config` builds, on the meta device where the plugin allows (no memory,
     no random numbers drawn); on the CPU under a forked generator otherwise."""
     import torch
@@ -593,9 +572,9 @@ def _meta_model(plugin: Plugin, config: Any) -> Any:
     with torch.random.fork_rng(devices=[]):
         try:
             with torch.device("meta"):
-                return plugin.build(config)
+                return plugin.instantiate(config, data_info)
         except Exception:
-            return plugin.build(config)
+            return plugin.instantiate(config, data_info)
 
 
 def _shapes(model: Any, scope: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
@@ -608,13 +587,11 @@ def check_architecture(plugin: Plugin, model: Any, weights_config: Mapping[str, 
     """Refuse weights trained with other architecture hyperparameters than `config`,
     naming them, instead of leaving it to a wall of shape mismatches. Hyperparameters
     that do not change any tensor shape (lr, epochs, dropout) may differ freely."""
-    from zoo import engine
-
     try:
-        theirs_config = engine.config_from_dict(plugin, dict(weights_config))
+        theirs_config = zconfig.from_dict(plugin.config_class, dict(weights_config), plugin=plugin.name)
     except UsageError as exc:
         raise CheckpointError(f"{what} were made with hyperparameters this version of {plugin.name} does not know ({exc})") from None
-    ours, theirs = dataclasses.asdict(config), dataclasses.asdict(theirs_config)
+    ours, theirs = zconfig.to_dict(config), zconfig.to_dict(theirs_config)
     differing = [k for k in ours if ours[k] != theirs.get(k)]
     if not differing:
         return
@@ -631,8 +608,8 @@ def check_architecture(plugin: Plugin, model: Any, weights_config: Mapping[str, 
         if _shapes(_meta_model(plugin, candidate), scope) != own:
             culprits.append(k)
     culprits = culprits or differing
-    want = " ".join(_flag(k, theirs[k]) for k in culprits)
-    have = " ".join(_flag(k, ours[k]) for k in culprits)
+    want = " ".join(zconfig.flag(k, theirs[k]) for k in culprits)
+    have = " ".join(zconfig.flag(k, ours[k]) for k in culprits)
     raise UsageError(f"{what} were trained with {want}, but this model has {have}; pass {want} (architecture hyperparameters must match the weights)")
 
 
@@ -691,21 +668,6 @@ def load_into(plugin: Plugin, model: Any, name_or_path: "str | LoadedWeights", c
     return loaded
 
 
-def build(plugin: Plugin, name_or_path: "str | LoadedWeights") -> tuple[Any, Any, LoadedWeights]:
-    """(model, config, loaded): the model the weights' own config builds, with them loaded.
-    Foreign files carry no config and use the plugin's defaults."""
-    from zoo import engine
-
-    loaded = read(plugin, name_or_path)
-    config = engine.config_from_dict(plugin, loaded.config or {})
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        model = plugin.build(config)
-    load_into(plugin, model, loaded, config=config)
-    return model, config, loaded
-
-
 # --------------------------------------------------------------------------- meta
 
 
@@ -715,10 +677,17 @@ def num_params(model: Any, components: Iterable[str] | None = None) -> int:
 
 
 def input_spec(plugin: Plugin, config: Any) -> dict[str, Any]:
+    """What the weights were trained on, for the meta's 'input': an image plugin's
+    {shape, value_range, normalization}; for other data, the requested tensors."""
+    from zoo.data import Images
+
     request = plugin.data_request(config)
-    lo, hi = (float(v) for v in request.value_range)
+    image = next((t for t in request.tensors if isinstance(t, Images)), None)
+    if image is None:
+        return {"tensors": request.to_json()["tensors"], "normalization": "none"}
+    lo, hi = (float(v) for v in image.value_range)
     return {
-        "shape": [request.channels, request.size, request.size],
+        "shape": [image.channels, image.size, image.size],
         "value_range": [lo, hi],
         "normalization": "pixel intensities scaled to [0, 1], no mean/std normalisation" if (lo, hi) == (0.0, 1.0)
         else f"pixel intensities in [0, 1] mapped linearly to [{lo:g}, {hi:g}]",
@@ -734,19 +703,14 @@ def train_command(plugin: Plugin, config: Any, *, data: str, seed: int, device: 
         parts += ["--device", device]
     if max_steps is not None:
         parts += ["--max-steps", str(max_steps)]
-    for name, value in dataclasses.asdict(config).items():
-        parts.append(_flag(name, value))
+    for name, value in zconfig.to_dict(config).items():
+        parts.append(zconfig.flag(name, value))
     return " ".join(parts)
 
 
 def parse_train_command(plugin: Plugin, command: str) -> dict[str, Any]:
-    """What a recorded `zoo train` command means, read by zoo's own CLI parser:
-    {"config": full config dict, "data": spec or None, "seed": int}."""
-    import click
-
-    from zoo import engine
-    from zoo.cli import GENERIC_HPARAMS, train_command as cli_train
-
+    """What a recorded `zoo train` command means: {"config": full config dict, "data":
+    spec or None, "seed": int or None}, parsed by `zoo.config` the way the CLI parses it."""
     try:
         words = shlex.split(command)
     except ValueError as exc:
@@ -754,13 +718,12 @@ def parse_train_command(plugin: Plugin, command: str) -> dict[str, Any]:
     if words[:3] != ["zoo", "train", plugin.name]:
         raise UsageError(f"command {command!r} does not start with 'zoo train {plugin.name}'")
     try:
-        ctx = cli_train.make_context("train", words[2:])
-    except click.ClickException as exc:
-        raise UsageError(f"command {command!r}: {exc.format_message()}") from None
-    fields = {f.name for f in dataclasses.fields(plugin.config_class)}
-    given = {k: v for k, v in ctx.params.items() if (k in fields or k in GENERIC_HPARAMS) and v is not None}
-    config = engine.config_from_dict(plugin, given)
-    return {"config": dataclasses.asdict(config), "data": ctx.params.get("data"), "seed": ctx.params.get("seed")}
+        values, options = zconfig.parse_train_words(plugin.config_class, words[3:], plugin=plugin.name)
+    except UsageError as exc:
+        raise UsageError(f"command {command!r}: {exc}") from None
+    config = zconfig.from_dict(plugin.config_class, values, plugin=plugin.name)
+    seed = options.get("seed")
+    return {"config": zconfig.to_dict(config), "data": options.get("data"), "seed": int(seed) if isinstance(seed, str) and seed.lstrip("-").isdigit() else seed}
 
 
 def _is_number(value: Any) -> bool:
@@ -771,7 +734,6 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
     """Problems with a table entry's meta (empty when it is valid). With `check_model`,
     builds the model its config describes (on the meta device) to recount parameters."""
     from zoo import data as zdata
-    from zoo import engine
 
     problems: list[str] = []
     for key in META_FIELDS:
@@ -787,8 +749,8 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
         problems.append("meta 'dataset' must be a --data spec such as 'digits'")
     else:
         try:
-            scheme, _ = zdata.parse_spec(dataset)
-            if scheme not in plugin.datasets:
+            found, _ = zdata.parse_spec(dataset)
+            if found.name not in plugin.datasets:
                 problems.append(f"meta 'dataset' {dataset!r} is not one of the plugin's datasets {plugin.datasets}")
         except ZooError as exc:
             problems.append(f"meta 'dataset': {exc}")
@@ -811,8 +773,8 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
         problems.append("meta 'config' must be the full hyperparameter dict")
     else:
         try:
-            config = engine.config_from_dict(plugin, dict(meta["config"]))
-            full = dataclasses.asdict(config)
+            config = zconfig.from_dict(plugin.config_class, dict(meta["config"]), plugin=plugin.name)
+            full = zconfig.to_dict(config)
             missing = [k for k in full if k not in meta["config"]]
             if missing:
                 problems.append(f"meta 'config' lacks {', '.join(missing)} (record every hyperparameter)")
@@ -825,8 +787,8 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
     elif config is not None:
         try:
             parsed = parse_train_command(plugin, command)
-            if parsed["config"] != dataclasses.asdict(config):
-                diff = sorted(k for k, v in parsed["config"].items() if dataclasses.asdict(config)[k] != v)
+            if parsed["config"] != zconfig.to_dict(config):
+                diff = sorted(k for k, v in parsed["config"].items() if zconfig.to_dict(config)[k] != v)
                 problems.append(f"meta 'command' gives other hyperparameters than meta 'config': {', '.join(diff)}")
             if isinstance(dataset, str) and (parsed["data"] or plugin.default_dataset) != dataset:
                 problems.append(f"meta 'command' trains on {parsed['data'] or plugin.default_dataset!r}, meta 'dataset' says {dataset!r}")
@@ -839,8 +801,13 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
             problems.append(f"meta 'input' must be {{'shape', 'value_range', 'normalization'}}, e.g. {expected}")
         elif list(spec.get("shape", [])) != expected["shape"] or [float(v) for v in spec.get("value_range", [])] != expected["value_range"]:
             problems.append(f"meta 'input' {dict(spec)} disagrees with the plugin's data request for this config {expected}")
+    info = None
+    try:
+        info = zdata.DataInfo.from_json(meta.get("data_info"))
+    except ValueError as exc:
+        problems.append(f"meta 'data_info': {exc}")
     if check_model and config is not None:
-        model = _meta_model(plugin, config)
+        model = _meta_model(plugin, config, info)
         children = top_level_children(model)
         unknown = [c for c in components or () if c not in children]
         if unknown:

@@ -6,7 +6,6 @@ the commands.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -16,6 +15,8 @@ from typing import Any
 
 import click
 
+from zoo import config as zconfig
+from zoo.data import DataInfo
 from zoo.errors import CheckpointError, UsageError
 
 
@@ -171,14 +172,14 @@ def import_command(plugin_name: str, file: str, name: str | None, config_pairs: 
     imported is known to fit; afterwards `--weights NAME` finds it."""
     import torch
 
-    from zoo import checkpoint, engine
+    from zoo import checkpoint
     from zoo import weights as zweights
 
     plugin = _plugin(plugin_name)
     path = Path(file).expanduser()
     if not path.is_file():
         raise UsageError(f"{file}: no such file")
-    overrides = engine.parse_config_pairs(plugin, config_pairs)
+    overrides = zconfig.parse_pairs(plugin.config_class, config_pairs, plugin=plugin.name)
     if name is None:
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).strip("._-").upper() or "IMPORTED"
     if not zweights.IMPORT_NAME.match(name) or name == plugin.DEFAULT:
@@ -193,12 +194,13 @@ def import_command(plugin_name: str, file: str, name: str | None, config_pairs: 
     if loaded.config is not None:
         if overrides:
             raise UsageError(f"--config applies to foreign state dicts only; {file} brings its own hyperparameters")
-        config = engine.config_from_dict(plugin, loaded.config)
+        config = zconfig.from_dict(plugin.config_class, loaded.config, plugin=plugin.name)
     else:
-        config = engine.config_from_dict(plugin, overrides)
+        config = zconfig.from_dict(plugin.config_class, overrides, plugin=plugin.name)
+    info = DataInfo.from_json(loaded.meta.get("data_info"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = plugin.build(config)
+        model = plugin.instantiate(config, info)
     zweights.load_into(plugin, model, loaded, config=config, quiet=True)  # the summary line says what it holds
     held = list(loaded.components or [])
     components = _parse_components(components_raw, zweights.top_level_children(model)) or held
@@ -209,7 +211,7 @@ def import_command(plugin_name: str, file: str, name: str | None, config_pairs: 
     meta: dict[str, Any] = {
         "plugin": plugin.name,
         "name": name,
-        "config": dataclasses.asdict(config),
+        "config": zconfig.to_dict(config),
         "components": components,
         "num_params": zweights.num_params(model, components),
         "input": zweights.input_spec(plugin, config),
@@ -217,6 +219,8 @@ def import_command(plugin_name: str, file: str, name: str | None, config_pairs: 
         "imported_sha256": loaded.sha256,
         "imported_kind": loaded.kind,
     }
+    if info.to_json():
+        meta["data_info"] = info.to_json()
     source_meta = loaded.meta or {}
     for key in ("dataset", "metrics", "command", "license", "epoch", "step", "seed"):
         if key in source_meta:
@@ -231,7 +235,7 @@ def import_command(plugin_name: str, file: str, name: str | None, config_pairs: 
     zweights.verified_sha256(dest, sha)
     # Load it back the way `--weights NAME` will, so a bad import fails here and now.
     with torch.random.fork_rng(devices=[]):
-        check_model = plugin.build(config)
+        check_model = plugin.instantiate(config, info)
     zweights.load_into(plugin, check_model, zweights.read(plugin, str(dest)), config=config, quiet=True)
     previous = index.get(name)
     index = zweights.imported_entries(plugin)  # re-read: another import may have landed meanwhile
@@ -295,7 +299,7 @@ def export_command(plugin_name: str, checkpoint_path: str, out: str, name: str |
     """Write a sha256-named safetensors file of a run and print the `Weights(...)` entry
     to paste into the plugin's table, meta filled from the run: config, metrics,
     parameter count, dataset and the `zoo train` command that reproduces it."""
-    from zoo import checkpoint, engine
+    from zoo import checkpoint
     from zoo import weights as zweights
     from zoo.plugin import Weights
 
@@ -304,8 +308,9 @@ def export_command(plugin_name: str, checkpoint_path: str, out: str, name: str |
     if ckpt_path.is_dir():
         ckpt_path = ckpt_path / "last.pt"
     state = checkpoint.load(ckpt_path, plugin=plugin.name)
-    config = engine.config_from_dict(plugin, state.get("config") or {})
-    model = plugin.build(config)
+    config = zconfig.from_dict(plugin.config_class, state.get("config") or {}, plugin=plugin.name)
+    info_data = DataInfo.from_json(state.get("data_info"))
+    model = plugin.instantiate(config, info_data)
     checkpoint.load_state_dict_strict(model, state["model"], what=f"checkpoint {ckpt_path}")
     children = zweights.top_level_children(model)
     components = _parse_components(components_raw, children) or children
@@ -327,8 +332,10 @@ def export_command(plugin_name: str, checkpoint_path: str, out: str, name: str |
         "num_params": zweights.num_params(model, components),
         "license": license_,
         "command": command,
-        "config": dataclasses.asdict(config),
+        "config": zconfig.to_dict(config),
     }
+    if info_data.to_json():
+        table_meta["data_info"] = info_data.to_json()
     if partial:
         table_meta["components"] = components
     if description:
@@ -368,7 +375,7 @@ def _distribution_license(plugin: Any) -> str:
 
     from zoo import _registry
 
-    entry = _registry.discover().get(plugin.name)
+    entry = _registry.plugins.entries().get(plugin.name)
     try:
         md = metadata(entry.distribution) if entry is not None else None
     except PackageNotFoundError:
