@@ -148,8 +148,17 @@ def list_command(as_json: bool) -> None:
         return
     table = [("NAME", "STATUS", "FROM", "TASK", "DATA", "TARGETS", "SUMMARY")]
     for r in rows:
-        table.append((r["name"], r["status"], f"{r['distribution']} {r['version']}", r["task"] or "-", r["default_dataset"] or "-",
-                      ",".join(r["export_targets"]) or "-", r["summary"] if r["status"] == "ok" else f"error: {r['error']}"))
+        table.append(
+            (
+                r["name"],
+                r["status"],
+                f"{r['distribution']} {r['version']}",
+                r["task"] or "-",
+                r["default_dataset"] or "-",
+                ",".join(r["export_targets"]) or "-",
+                r["summary"] if r["status"] == "ok" else f"error: {r['error']}",
+            )
+        )
     for line in _table(table):
         click.echo(line)
 
@@ -173,8 +182,16 @@ def datasets_command(as_json: bool) -> None:
     for r in rows:
         usage = f"{r['name']}:PATH" if r["needs_path"] else r["name"]
         yields = ", ".join(f"{t['name']} {t['dtype']}[{','.join(map(str, t['shape']))}]" for t in r["yields"]) or "-"
-        table.append((r["name"], r["status"], f"{r['distribution']} {r['version']}", usage, yields,
-                      r["summary"] if r["status"] == "ok" else f"error: {r['error']}"))
+        table.append(
+            (
+                r["name"],
+                r["status"],
+                f"{r['distribution']} {r['version']}",
+                usage,
+                yields,
+                r["summary"] if r["status"] == "ok" else f"error: {r['error']}",
+            )
+        )
     for line in _table(table):
         click.echo(line)
 
@@ -209,8 +226,11 @@ def info_command(plugin_name: str, as_json: bool) -> None:
         click.echo(f"  {w['name']}{alias}  sha256 {w['sha256'][:12]}  {w['source']}")
     click.echo("export targets:" + ("" if d["export_targets"] else " none"))
     for t in d["export_targets"]:
-        ins = ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" + (f" in {i['value_range']}" if i.get("value_range") and i["dtype"].startswith(("int", "uint")) else "")
-                        for i in t["inputs"])
+        ins = ", ".join(
+            f"{i['name']} {i['dtype']}{i['shape']}"
+            + (f" in {i['value_range']}" if i.get("value_range") and i["dtype"].startswith(("int", "uint")) else "")
+            for i in t["inputs"]
+        )
         outs = ", ".join(f"{o['name']} {o.get('dtype', '')}{o.get('shape', '')}" for o in t["outputs"])
         click.echo(f"  {t['name']}: {ins} -> {outs}" + (f"    ({t['description']})" if t["description"] else ""))
         notes = [f"{fmt} via {how}" for fmt, how in t["exporters"].items() if how not in ("script", "dynamo", "aotinductor")]
@@ -260,13 +280,17 @@ def hparam_options(plugin: Any) -> list[click.Option]:
             continue
         bounds = f" {f.describe_range()}" if f.bounds else ""
         if f.kind is bool:
-            options.append(click.Option([f"{f.option}/--no-{f.option[2:]}", f.name], default=None,
-                                        help=f"{f.help} [default: {'on' if f.default else 'off'}]"))
+            options.append(
+                click.Option(
+                    [f"{f.option}/--no-{f.option[2:]}", f.name], default=None, help=f"{f.help} [default: {'on' if f.default else 'off'}]"
+                )
+            )
         else:
             shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
             choices = f" {{{'|'.join(map(str, f.choices))}}}" if f.choices else ""
-            options.append(click.Option([f.option, f.name], type=FieldType(f), default=None,
-                                        help=f"{f.help} [default: {shown}{choices}{bounds}]"))
+            options.append(
+                click.Option([f.option, f.name], type=FieldType(f), default=None, help=f"{f.help} [default: {shown}{choices}{bounds}]")
+            )
     return options
 
 
@@ -303,22 +327,41 @@ class TrainCommand(click.Command):
 @cli.command("train", cls=TrainCommand, context_settings={"show_default": False})
 @click.argument("plugin_name", metavar="PLUGIN")
 @click.option("--epochs", type=click.INT, default=None, help="passes over the training split")
-@click.option("--max-steps", type=click.INT, default=None, help="stop after this many optimisation steps in all (a schedule stays the full run's)")
+@click.option(
+    "--max-steps", type=click.INT, default=None, help="stop after this many optimisation steps in all (a schedule stays the full run's)"
+)
 @click.option("--batch-size", "batch_size", type=click.INT, default=None, help="samples per step")
 @click.option("--lr", type=click.FLOAT, default=None, help="learning rate")
 @click.option("--data", default=None, help="dataset: NAME or NAME:PATH, e.g. digits, mnist:PATH (see zoo datasets) [default: the plugin's]")
 @click.option("--download", is_flag=True, help="download the dataset if it is missing (datasets that can; needs internet)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
-@click.option("--seed", type=click.INT, default=None, help="seed for weights, batch order and noise [default: 0; a resumed run keeps its own]")
+@click.option(
+    "--seed", type=click.INT, default=None, help="seed for weights, batch order and noise [default: 0; a resumed run keeps its own]"
+)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="run directory [default: a new runs/PLUGIN/NNN]")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from a last.pt checkpoint")
 @click.option("--weights", default=None, help="initialise from pretrained weights: a NAME of the plugin's table or a file PATH")
 @click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True, help="progress display")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch [default: torch's, one per core]; 1 on a machine others are using")
-def train_command(plugin_name: str, max_steps: int | None, data: str | None, download: bool, device: str, seed: int | None,
-                  out: str | None, resume: str | None, weights: str | None, progress: str, threads: int | None,
-                  **hparams: Any) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch [default: torch's, one per core]; 1 on a machine others are using",
+)
+def train_command(
+    plugin_name: str,
+    max_steps: int | None,
+    data: str | None,
+    download: bool,
+    device: str,
+    seed: int | None,
+    out: str | None,
+    resume: str | None,
+    weights: str | None,
+    progress: str,
+    threads: int | None,
+    **hparams: Any,
+) -> None:
     """Train PLUGIN; writes last.pt, config.json and metrics.jsonl to the run directory.
 
     The plugin's own hyperparameters are options too: see `zoo train PLUGIN --help`."""
@@ -336,15 +379,32 @@ def train_command(plugin_name: str, max_steps: int | None, data: str | None, dow
     if resume is not None:
         state = checkpoint.load(resume, plugin=plugin.name, training=True)
         base = dict(state["config"])
-        changed = sorted(k for k in given if k not in ("epochs",) and zconfig.coerce(_field(plugin, k), given[k]) != zconfig.coerce(_field(plugin, k), base.get(k)))
+        changed = sorted(
+            k
+            for k in given
+            if k not in ("epochs",) and zconfig.coerce(_field(plugin, k), given[k]) != zconfig.coerce(_field(plugin, k), base.get(k))
+        )
         if changed:
-            raise UsageError(f"--resume keeps the checkpoint's hyperparameters; only --epochs may change (got {', '.join('--' + c.replace('_', '-') for c in changed)})")
+            raise UsageError(
+                f"--resume keeps the checkpoint's hyperparameters; only --epochs may change (got {', '.join('--' + c.replace('_', '-') for c in changed)})"
+            )
         base.update(given)
         config = zconfig.from_dict(plugin.config_class, base, plugin=plugin.name)
     else:
         config = zconfig.from_dict(plugin.config_class, given, plugin=plugin.name)
-    result = engine.train(plugin, config, data=data, device=device, seed=seed, out=out, resume=resume,
-                          max_steps=max_steps, weights=weights, download=download, progress=progress)
+    result = engine.train(
+        plugin,
+        config,
+        data=data,
+        device=device,
+        seed=seed,
+        out=out,
+        resume=resume,
+        max_steps=max_steps,
+        weights=weights,
+        download=download,
+        progress=progress,
+    )
     click.echo(f"wrote {result.out_dir} (checkpoint {result.checkpoint})")
 
 

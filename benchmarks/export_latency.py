@@ -41,8 +41,17 @@ def time_calls(call, calls: int) -> list[float]:
 def bench_plugin(name: str, out: Path, args: argparse.Namespace) -> list[dict]:
     plugin = get_plugin(name)
     model, config, source = pipeline.build_model(plugin, random_init=True)
-    manifest = pipeline.export(plugin, model, config, source, formats=("torchscript", "onnx"), out_dir=out,
-                               batch_sizes=(1,), device_plan=pipeline.plan_devices("cpu"), latency=False)
+    manifest = pipeline.export(
+        plugin,
+        model,
+        config,
+        source,
+        formats=("torchscript", "onnx"),
+        out_dir=out,
+        batch_sizes=(1,),
+        device_plan=pipeline.plan_devices("cpu"),
+        latency=False,
+    )
     if not manifest["passed"]:
         raise SystemExit(f"{name}: parity failed; latency of a wrong model means nothing")
     results = []
@@ -71,14 +80,16 @@ def bench_plugin(name: str, out: Path, args: argparse.Namespace) -> list[dict]:
             for rt in RUNTIMES:
                 samples[rt] += time_calls(calls[rt], args.calls)
         medians = {rt: statistics.median(samples[rt]) for rt in RUNTIMES}
-        results.append({
-            "plugin": name,
-            "target": target.name,
-            "threads": torch.get_num_threads(),
-            **{f"{rt}_ms": round(medians[rt], 4) for rt in RUNTIMES},
-            "torchscript_ratio": round(medians["torchscript"] / medians["eager"], 3),
-            "onnxruntime_ratio": round(medians["onnxruntime"] / medians["eager"], 3),
-        })
+        results.append(
+            {
+                "plugin": name,
+                "target": target.name,
+                "threads": torch.get_num_threads(),
+                **{f"{rt}_ms": round(medians[rt], 4) for rt in RUNTIMES},
+                "torchscript_ratio": round(medians["torchscript"] / medians["eager"], 3),
+                "onnxruntime_ratio": round(medians["onnxruntime"] / medians["eager"], 3),
+            }
+        )
     return results
 
 
@@ -106,8 +117,13 @@ def main() -> None:
     print(f"median batch-1 latency on the CPU, ms, {rows[0]['threads'] if rows else '?'} threads (ratio to eager PyTorch)")
     header = ("PLUGIN", "TARGET", "EAGER", "TORCHSCRIPT", "ONNXRUNTIME")
     table = [header] + [
-        (r["plugin"], r["target"], f"{r['eager_ms']:.4f}", f"{r['torchscript_ms']:.4f} ({r['torchscript_ratio']:.2f}x)",
-         f"{r['onnxruntime_ms']:.4f} ({r['onnxruntime_ratio']:.2f}x)")
+        (
+            r["plugin"],
+            r["target"],
+            f"{r['eager_ms']:.4f}",
+            f"{r['torchscript_ms']:.4f} ({r['torchscript_ratio']:.2f}x)",
+            f"{r['onnxruntime_ms']:.4f} ({r['onnxruntime_ratio']:.2f}x)",
+        )
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]

@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plugins", default="gan,cgan,dcgan")
     parser.add_argument("--classifier", default=None, help="a trained convnet checkpoint (default: train one)")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH", help="use this checkpoint instead of training NAME")
+    parser.add_argument(
+        "--checkpoint", action="append", default=[], metavar="NAME=PATH", help="use this checkpoint instead of training NAME"
+    )
     parser.add_argument("--out", default="runs/generative_quality", help="where trained runs go")
     parser.add_argument("-n", type=int, default=1000, help="samples per generator (issue 4: 1,000)")
     parser.add_argument("--seed", type=int, default=0)
@@ -71,8 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     classifier_path, classifier_info = (args.classifier, {}) if args.classifier else train_default("convnet", out)
     if classifier_info:
-        print(f"convnet: trained in {classifier_info['train_seconds']} s, val_accuracy {classifier_info['val_accuracy']}", file=sys.stderr, flush=True)
-    classifier = open_runner(get_plugin("convnet"), "classifier", checkpoint=str(classifier_path), weights=None, artifact=None, device=args.device)
+        print(
+            f"convnet: trained in {classifier_info['train_seconds']} s, val_accuracy {classifier_info['val_accuracy']}",
+            file=sys.stderr,
+            flush=True,
+        )
+    classifier = open_runner(
+        get_plugin("convnet"), "classifier", checkpoint=str(classifier_path), weights=None, artifact=None, device=args.device
+    )
     real = data.load("digits", classifier.input_request()).val.tensors
     reference = within_class_std(real["image"], real["label"])  # what real digits score, for comparison
     for name in [n.strip() for n in args.plugins.split(",") if n.strip()]:
@@ -81,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path, info = train_default(name, out)
             print(f"{name}: trained in {info['train_seconds']} s ({info['steps']} steps)", file=sys.stderr, flush=True)
-        runner = open_runner(get_plugin(name), get_plugin(name).sample_target, checkpoint=str(path), weights=None, artifact=None, device=args.device)
+        runner = open_runner(
+            get_plugin(name), get_plugin(name).sample_target, checkpoint=str(path), weights=None, artifact=None, device=args.device
+        )
         result = {**sample_quality(runner, classifier, args.n, args.seed), **info}
         result["checks"] = [
             {"figure": figure, "value": result[figure], "minimum": minimum, "passed": result[figure] >= minimum}
@@ -91,17 +101,31 @@ def main(argv: list[str] | None = None) -> int:
 
     passed = all(c["passed"] for r in rows for c in r["checks"])
     if args.json:
-        print(json.dumps({"classifier": str(classifier_path), **classifier_info, "real_digits_within_class_std": reference,
-                          "results": rows, "passed": passed}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "classifier": str(classifier_path),
+                    **classifier_info,
+                    "real_digits_within_class_std": reference,
+                    "results": rows,
+                    "passed": passed,
+                },
+                indent=2,
+            )
+        )
     else:
         print(f"judge: convnet {classifier_path}" + (f" (val_accuracy {classifier_info['val_accuracy']})" if classifier_info else ""))
         print(f"within-class std of the real digits (validation split): {reference:.4f}")
         print(f"{'plugin':<8} {'cond.acc':>8} {'max-prob':>8} {'classes':>7} {'w.c.std':>7} {'train s':>8} {'cpu s':>8}  checks")
         for r in rows:
-            checks = ", ".join(f"{c['figure']} {c['value']:.4g} >= {c['minimum']}: {'pass' if c['passed'] else 'FAIL'}" for c in r["checks"])
+            checks = ", ".join(
+                f"{c['figure']} {c['value']:.4g} >= {c['minimum']}: {'pass' if c['passed'] else 'FAIL'}" for c in r["checks"]
+            )
             cond = f"{r['conditional_accuracy']:.4f}" if "conditional_accuracy" in r else "-"
-            print(f"{r['plugin']:<8} {cond:>8} {r['mean_max_probability']:>8.4f} {r['distinct_classes']:>7} {r['within_class_std']:>7.4f} "
-                  f"{r.get('train_seconds', '-'):>8} {r.get('train_cpu_seconds', '-'):>8}  {checks or '-'}")
+            print(
+                f"{r['plugin']:<8} {cond:>8} {r['mean_max_probability']:>8.4f} {r['distinct_classes']:>7} {r['within_class_std']:>7.4f} "
+                f"{r.get('train_seconds', '-'):>8} {r.get('train_cpu_seconds', '-'):>8}  {checks or '-'}"
+            )
         print("all figures met" if passed else "some figures were missed")
     return 0 if passed else 1
 

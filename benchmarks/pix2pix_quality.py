@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained val_l1:   {l1_trained:.4f}  (epoch {state['epoch']}, step {state['step']})")
     print(f"copy the input:   {l1_copy:.4f}  (ratio {l1_copy / l1_untrained:.3f})")
     print(f"ratio:            {ratio:.3f}  (must be <= {MAX_RATIO}, and trained below the copy: {l1_trained / l1_copy:.3f} of it)")
-    print(f"minutes:          wall {wall:.2f}, cpu {cpu:.2f}" + (f"; extrapolated to {default_epochs} epochs: wall {wall * scale:.2f}, cpu {cpu * scale:.2f}" if scale != 1 else ""))
+    print(
+        f"minutes:          wall {wall:.2f}, cpu {cpu:.2f}"
+        + (f"; extrapolated to {default_epochs} epochs: wall {wall * scale:.2f}, cpu {cpu * scale:.2f}" if scale != 1 else "")
+    )
     print(f"load average at end: {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "")
     # One thread: CPU time is what an idle core would need. More threads on a machine
     # others share: the wall clock is all we can honestly claim.

@@ -46,8 +46,22 @@ def export(plugin: str, out: Path) -> list[dict]:
     """The artifacts of `zoo export PLUGIN` in `out` (exported now unless already there)."""
     manifest = out / "export.json"
     if not manifest.is_file() or {a["format"] for a in json.loads(manifest.read_text())["artifacts"]} != {"torchscript", "onnx", "pt2"}:
-        cmd = [sys.executable, "-m", "zoo.cli", "export", plugin, "--random-init", "--all-formats", "--device", "cpu",
-               "--batch-sizes", "1", "--no-latency", "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "zoo.cli",
+            "export",
+            plugin,
+            "--random-init",
+            "--all-formats",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1",
+            "--no-latency",
+            "--out",
+            str(out),
+        ]
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -106,8 +120,7 @@ def main() -> None:
     if args.threads > 1 and load > cores:
         # OpenMP threads that wait for each other at every operator stall when other processes
         # hold the cores: medians then measure the neighbours, not the runtime.
-        print(f"# warning: load {load:.1f} on {cores} cores; multi-threaded timings are unreliable here, try --threads 1",
-              file=sys.stderr)
+        print(f"# warning: load {load:.1f} on {cores} cores; multi-threaded timings are unreliable here, try --threads 1", file=sys.stderr)
 
     for runtime in runtimes.RUNTIMES:
         ok, reason = runtimes.available(runtime)
@@ -134,8 +147,10 @@ def main() -> None:
                 rows.append({"plugin": plugin, "target": target, **bench_target(plugin, target, files, args)})
                 print(f"# timed {plugin}:{target}", file=sys.stderr)
 
-    note = (f"median latency, batch 1, CPU, {args.threads} intra-op threads, {args.repeat} runs after {args.warmup} warm-up runs; "
-            "timed inside each runtime around the model call only (process start, model load and file I/O excluded)")
+    note = (
+        f"median latency, batch 1, CPU, {args.threads} intra-op threads, {args.repeat} runs after {args.warmup} warm-up runs; "
+        "timed inside each runtime around the model call only (process start, model load and file I/O excluded)"
+    )
     if args.json:
         print(json.dumps({"note": note, "torch": torch.__version__, "rows": rows, "export_failures": failures}, indent=2))
         return

@@ -41,7 +41,6 @@ from zoo import data as zdata  # noqa: E402
 from zoo import engine, get_plugin  # noqa: E402
 from zoo.engine import config_from_dict  # noqa: E402
 
-
 # --------------------------------------------------------------------------- plain loops
 # Each plain side is written the way its reference writes it: a torchvision dataset or
 # a Dataset class that opens files and transforms each sample, a DataLoader, and the
@@ -79,8 +78,9 @@ def reference_optimizers(name: str, model, config) -> dict[str, torch.optim.Opti
     Adam), with the plugin's settings and under the plugin's optimizer names."""
     betas = (getattr(config, "beta1", 0.9), getattr(config, "beta2", 0.999))
     if hasattr(model, "discriminator"):
-        return {part: torch.optim.Adam(getattr(model, part).parameters(), lr=config.lr, betas=betas)
-                for part in ("discriminator", "generator")}
+        return {
+            part: torch.optim.Adam(getattr(model, part).parameters(), lr=config.lr, betas=betas) for part in ("discriminator", "generator")
+        }
     return {"adam": torch.optim.Adam(model.parameters(), lr=config.lr, betas=betas)}
 
 
@@ -304,11 +304,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plugins", default=",".join(PLAIN))
     parser.add_argument("--epochs", type=int, default=3, help="passes over the training data per run, at least")
-    parser.add_argument("--min-steps", type=int, default=100,
-                        help="more epochs where a run would take fewer steps (dcgan has 12 per epoch): short runs are mostly noise")
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=100,
+        help="more epochs where a run would take fewer steps (dcgan has 12 per epoch): short runs are mostly noise",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each side; the best is kept")
     parser.add_argument("--pix2pix-pairs", type=int, default=64, help="training pairs written for pix2pix (batch 1: one step each)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain loops (pytorch/examples: 0-1 on a CPU, dcgan 2, the pix2pix reference 4; 0 suits a 2-core machine)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader workers of the plain loops (pytorch/examples: 0-1 on a CPU, dcgan 2, the pix2pix reference 4; 0 suits a 2-core machine)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     names = args.plugins.split(",")
@@ -369,17 +378,25 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'plugin':<9}{'batch':>6}{'plain it/s':>12}{'engine it/s':>13}{'ratio':>8}{'same-opt':>10}"
-          f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'peak':>8}{'of peak':>9}  optimizers (plain / engine)")
+    print(
+        f"{'plugin':<9}{'batch':>6}{'plain it/s':>12}{'engine it/s':>13}{'ratio':>8}{'same-opt':>10}"
+        f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'peak':>8}{'of peak':>9}  optimizers (plain / engine)"
+    )
     for r in rows:
-        print(f"{r['plugin']:<9}{r['batch_size']:>6}{r['plain_iterations_per_s']:>12}{r['engine_iterations_per_s']:>13}"
-              f"{r['ratio']:>8}{r['ratio_same_optimizers']:>10}{r['step_gflop']:>12}{r['engine_gflops']:>9}{r['peak_gflops']:>8}"
-              f"{r['engine_gflops'] / r['peak_gflops']:>9.1%}  {r['plain_optimizers']} / {r['engine_optimizers']}")
-    print(f"training steps only (evaluation excluded), best of {args.repeats} alternating runs of "
-          f"{', '.join(str(r['steps_per_run']) + ' steps (' + r['plugin'] + ')' for r in rows)};"
-          f" peak = fp32 conv2d forward, 32x128x56x56 * 128x3x3, in this run; torch threads {torch.get_num_threads()}")
-    print("ratio: zoo as shipped against the references' loop; same-opt: against that loop running the plugin's own"
-          " optimizers (equal to ratio where they are the references' Adam)")
+        print(
+            f"{r['plugin']:<9}{r['batch_size']:>6}{r['plain_iterations_per_s']:>12}{r['engine_iterations_per_s']:>13}"
+            f"{r['ratio']:>8}{r['ratio_same_optimizers']:>10}{r['step_gflop']:>12}{r['engine_gflops']:>9}{r['peak_gflops']:>8}"
+            f"{r['engine_gflops'] / r['peak_gflops']:>9.1%}  {r['plain_optimizers']} / {r['engine_optimizers']}"
+        )
+    print(
+        f"training steps only (evaluation excluded), best of {args.repeats} alternating runs of "
+        f"{', '.join(str(r['steps_per_run']) + ' steps (' + r['plugin'] + ')' for r in rows)};"
+        f" peak = fp32 conv2d forward, 32x128x56x56 * 128x3x3, in this run; torch threads {torch.get_num_threads()}"
+    )
+    print(
+        "ratio: zoo as shipped against the references' loop; same-opt: against that loop running the plugin's own"
+        " optimizers (equal to ratio where they are the references' Adam)"
+    )
     worst = min(r["ratio"] for r in rows)
     print(f"lowest ratio engine/plain: {worst} ({'ok' if worst >= 1.0 else 'BELOW 1.0'})")
 

@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 # Loggers whose INFO/WARNING output is progress or advice, never a failure.
 NOISY_LOGGERS = (

@@ -14,13 +14,22 @@ from __future__ import annotations
 import json
 import sys
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from zoo.errors import ZooError
 
 METADATA_KEY = "zoo.json"
-NUMPY_DTYPES = {"float32": "float32", "float64": "float64", "float16": "float16", "int64": "int64", "int32": "int32", "bool": "bool", "uint8": "uint8"}
+NUMPY_DTYPES = {
+    "float32": "float32",
+    "float64": "float64",
+    "float16": "float16",
+    "int64": "int64",
+    "int32": "int32",
+    "bool": "bool",
+    "uint8": "uint8",
+}
 
 
 def sniff(path: Path) -> str:
@@ -70,7 +79,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             try:
                 model = onnx.load(str(path), load_external_data=False)
             except Exception as exc:
-                raise ZooError(f"{path} is not a readable ONNX model (truncated or corrupt?): {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}") from None
+                raise ZooError(
+                    f"{path} is not a readable ONNX model (truncated or corrupt?): {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
+                ) from None
             props = {p.key: p.value for p in model.metadata_props}
             return _parse(props.get(METADATA_KEY, ""), path)
         with zipfile.ZipFile(path) as archive:
@@ -88,8 +99,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 class Artifact:
     """One loaded artifact on one device: call it with inputs in metadata order."""
 
-    def __init__(self, path: Path, fmt: str, metadata: dict[str, Any], device: str, run: Callable[[list], Sequence[Any]],
-                 to_native: Callable[[Any, str], Any]):
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        metadata: dict[str, Any],
+        device: str,
+        run: Callable[[list], Sequence[Any]],
+        to_native: Callable[[Any, str], Any],
+    ):
         self.path = path
         self.format = fmt
         self.metadata = metadata
@@ -241,7 +259,9 @@ def onnxruntime_session(path: Path, device: Any) -> Any:
         providers = ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), options, providers=providers)
     if device.type == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
-        raise ZooError(f"onnxruntime {ort.__version__} cannot use CUDA here (providers: {', '.join(session.get_providers())}); install onnxruntime-gpu built for this CUDA")
+        raise ZooError(
+            f"onnxruntime {ort.__version__} cannot use CUDA here (providers: {', '.join(session.get_providers())}); install onnxruntime-gpu built for this CUDA"
+        )
     return session
 
 

@@ -46,8 +46,20 @@ def render(report: dict[str, Any]) -> str:
             result = "pass"
         else:
             result = f"FAIL: {row['reason']}"
-        table.append((row["target"], row["format"], row["runtime"], row["device"], "-" if row["batch"] is None else str(row["batch"]),
-                      _fmt_num(row["max_abs"]), _fmt_num(row["max_rel"]), f"{row['rtol']:g}", f"{row['atol']:g}", result))
+        table.append(
+            (
+                row["target"],
+                row["format"],
+                row["runtime"],
+                row["device"],
+                "-" if row["batch"] is None else str(row["batch"]),
+                _fmt_num(row["max_abs"]),
+                _fmt_num(row["max_rel"]),
+                f"{row['rtol']:g}",
+                f"{row['atol']:g}",
+                result,
+            )
+        )
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header) - 1)]
     for r in table:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -100,26 +112,64 @@ def _summary(report: dict[str, Any], where: str) -> str:
 @click.argument("plugin_name", metavar="PLUGIN")
 @click.option("--torchscript", is_flag=True, help="export TorchScript (<target>.torchscript)")
 @click.option("--onnx", is_flag=True, help="export ONNX (<target>.onnx)")
-@click.option("--pt2", is_flag=True, help="export AOTInductor packages (<target>.cpu.pt2, <target>.cuda.pt2 where CUDA exists); compiles C++, ~30 s per target")
+@click.option(
+    "--pt2",
+    is_flag=True,
+    help="export AOTInductor packages (<target>.cpu.pt2, <target>.cuda.pt2 where CUDA exists); compiles C++, ~30 s per target",
+)
 @click.option("--all-formats", is_flag=True, help="torchscript, onnx and pt2")
 @click.option("--format", "format_names", multiple=True, metavar="NAME", help="a format by name (torchscript, onnx, pt2); repeatable")
 @click.option("--target", "targets", multiple=True, metavar="NAME", help="export only this target (repeatable) [default: every target]")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="a `zoo train` checkpoint (last.pt)")
 @click.option("--weights", default=None, metavar="NAME|PATH", help="pretrained weights: a name from the plugin's table, or a file")
 @click.option("--random-init", is_flag=True, help="export untrained weights (seeded by --seed); for trying the toolchain")
-@click.option("--config", "config_pairs", multiple=True, metavar="NAME=VALUE", help="with --random-init: a hyperparameter other than its default (repeatable)")
+@click.option(
+    "--config",
+    "config_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="with --random-init: a hyperparameter other than its default (repeatable)",
+)
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of --random-init weights")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="output directory [default: exports/PLUGIN]")
 @click.option("--opset", type=click.INT, default=None, help="ONNX opset [default: the newest both torch.onnx and onnxruntime support]")
 @click.option("--batch-sizes", default="1,4", show_default=True, help="batch sizes of the parity checks")
-@click.option("--export-batch", type=click.INT, default=2, show_default=True, help="batch of the example inputs the graph is captured with (>= 2: torch.export specializes 0 and 1)")
-@click.option("--device", default="all", show_default=True, help="parity devices: cpu, cuda, cuda:N or all (CUDA rows show as skipped where there is none)")
+@click.option(
+    "--export-batch",
+    type=click.INT,
+    default=2,
+    show_default=True,
+    help="batch of the example inputs the graph is captured with (>= 2: torch.export specializes 0 and 1)",
+)
+@click.option(
+    "--device",
+    default="all",
+    show_default=True,
+    help="parity devices: cpu, cuda, cuda:N or all (CUDA rows show as skipped where there is none)",
+)
 @click.option("--no-latency", is_flag=True, help="skip the batch-1 latency measurements")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest (export.json) instead of the table")
-def export_command(plugin_name: str, torchscript: bool, onnx: bool, pt2: bool, all_formats: bool, format_names: tuple[str, ...],
-                   targets: tuple[str, ...], checkpoint: str | None, weights: str | None, random_init: bool,
-                   config_pairs: tuple[str, ...], seed: int, out: str | None, opset: int | None, batch_sizes: str,
-                   export_batch: int, device: str, no_latency: bool, as_json: bool) -> None:
+def export_command(
+    plugin_name: str,
+    torchscript: bool,
+    onnx: bool,
+    pt2: bool,
+    all_formats: bool,
+    format_names: tuple[str, ...],
+    targets: tuple[str, ...],
+    checkpoint: str | None,
+    weights: str | None,
+    random_init: bool,
+    config_pairs: tuple[str, ...],
+    seed: int,
+    out: str | None,
+    opset: int | None,
+    batch_sizes: str,
+    export_batch: int,
+    device: str,
+    no_latency: bool,
+    as_json: bool,
+) -> None:
     """Export PLUGIN's targets and prove each file computes what PyTorch computes.
 
     \b
@@ -159,17 +209,33 @@ def export_command(plugin_name: str, torchscript: bool, onnx: bool, pt2: bool, a
     overrides = zconfig.parse_pairs(plugin.config_class, config_pairs, plugin=plugin.name)
     out_dir = Path(out) if out else Path("exports") / plugin.name
 
-    built = pipeline.build_model(plugin, checkpoint=checkpoint, weights=weights, random_init=random_init,
-                                 seed=seed, overrides=overrides, log=_log)
-    manifest = pipeline.export(plugin, built.model, built.config, built.source, targets=list(targets) or None, formats=formats,
-                               out_dir=out_dir, opset=opset, batch_sizes=sizes, device_plan=plan, export_batch=export_batch,
-                               latency=not no_latency, data_info=built.data_info, log=_log)
+    built = pipeline.build_model(
+        plugin, checkpoint=checkpoint, weights=weights, random_init=random_init, seed=seed, overrides=overrides, log=_log
+    )
+    manifest = pipeline.export(
+        plugin,
+        built.model,
+        built.config,
+        built.source,
+        targets=list(targets) or None,
+        formats=formats,
+        out_dir=out_dir,
+        opset=opset,
+        batch_sizes=sizes,
+        device_plan=plan,
+        export_batch=export_batch,
+        latency=not no_latency,
+        data_info=built.data_info,
+        log=_log,
+    )
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     else:
         click.echo(render(manifest))
         click.echo("")
-        click.echo(f"wrote {len(manifest['artifacts'])} artifacts and {pipeline.MANIFEST} to {out_dir} in {time.perf_counter() - started:.1f} s")
+        click.echo(
+            f"wrote {len(manifest['artifacts'])} artifacts and {pipeline.MANIFEST} to {out_dir} in {time.perf_counter() - started:.1f} s"
+        )
     summary = _summary(manifest, f"files kept in {out_dir}; {pipeline.MANIFEST} says failed")
     if not manifest["passed"]:
         raise ZooError(summary)
@@ -180,15 +246,33 @@ def export_command(plugin_name: str, torchscript: bool, onnx: bool, pt2: bool, a
 @click.command("verify")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @click.option("--device", default="all", show_default=True, help="cpu, cuda, cuda:N or all (CUDA rows show as skipped where there is none)")
-@click.option("--runtime", "runtime_spec", default="python", show_default=True,
-              help="python (in-process), cpp (zoo-run: TorchScript, .pt2), node (onnxruntime-node: ONNX), all, or a comma list")
+@click.option(
+    "--runtime",
+    "runtime_spec",
+    default="python",
+    show_default=True,
+    help="python (in-process), cpp (zoo-run: TorchScript, .pt2), node (onnxruntime-node: ONNX), all, or a comma list",
+)
 @click.option("--batch-sizes", default=None, help="batch sizes [default: those in export.json]")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="where the export's checkpoint is now, if it moved (its sha256 must match)")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="where the export's checkpoint is now, if it moved (its sha256 must match)",
+)
 @click.option("--weights", default=None, metavar="NAME|PATH", help="where the export's weights are now, if they moved")
 @click.option("--no-latency", is_flag=True, help="skip the batch-1 latency measurements")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def verify_command(directory: str, device: str, runtime_spec: str, batch_sizes: str | None, checkpoint: str | None,
-                   weights: str | None, no_latency: bool, as_json: bool) -> None:
+def verify_command(
+    directory: str,
+    device: str,
+    runtime_spec: str,
+    batch_sizes: str | None,
+    checkpoint: str | None,
+    weights: str | None,
+    no_latency: bool,
+    as_json: bool,
+) -> None:
     """Re-run the parity checks of an export directory (DIR/export.json).
 
     Rebuilds the eager model from the recorded checkpoint or weights, refuses any
@@ -206,8 +290,16 @@ def verify_command(directory: str, device: str, runtime_spec: str, batch_sizes: 
     runtimes = [r for r in pipeline.RUNTIMES if r in names]
     sizes = _batch_sizes(batch_sizes)
     plan = pipeline.plan_devices(device)
-    report = pipeline.verify(Path(directory), device_plan=plan, runtimes=runtimes, batch_sizes=sizes, checkpoint=checkpoint,
-                             weights=weights, latency=not no_latency, log=_log)
+    report = pipeline.verify(
+        Path(directory),
+        device_plan=plan,
+        runtimes=runtimes,
+        batch_sizes=sizes,
+        checkpoint=checkpoint,
+        weights=weights,
+        latency=not no_latency,
+        log=_log,
+    )
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -16,8 +16,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import UsageError, ZooError
 
@@ -98,8 +99,9 @@ def atomic_file(final: Path) -> Iterator[Path]:
 # --------------------------------------------------------------------------- metadata
 
 
-def base_metadata(plugin: "Plugin", target: "ExportTarget", io: dict[str, Any], checkpoint_sha256: str | None,
-                  config: Any = None, data_info: Any = None) -> dict[str, Any]:
+def base_metadata(
+    plugin: Plugin, target: ExportTarget, io: dict[str, Any], checkpoint_sha256: str | None, config: Any = None, data_info: Any = None
+) -> dict[str, Any]:
     """The part of `zoo.json` that every format of one target shares. `config` (the
     hyperparameters) lets a consumer such as `zoo sample --artifact` shape its inputs."""
     import torch
@@ -128,7 +130,7 @@ def base_metadata(plugin: "Plugin", target: "ExportTarget", io: dict[str, Any], 
 # --------------------------------------------------------------------------- dynamic shapes
 
 
-def dynamic_shapes(target: "ExportTarget", inputs: Sequence["torch.Tensor"]) -> tuple[dict[int, Any], ...]:
+def dynamic_shapes(target: ExportTarget, inputs: Sequence[torch.Tensor]) -> tuple[dict[int, Any], ...]:
     """torch.export dims: dimension 0 of every input is the shared `batch`; the
     target's `dynamic_dims` name any others (one Dim per distinct name)."""
     from torch.export import Dim
@@ -159,7 +161,7 @@ def _suggested_fixes(message: str) -> str | None:
     return head + "Suggested fixes:\n" + "\n".join(block) if block else None
 
 
-def torch_export(module: "nn.Module", target: "ExportTarget", inputs: tuple["torch.Tensor", ...]) -> Any:
+def torch_export(module: nn.Module, target: ExportTarget, inputs: tuple[torch.Tensor, ...]) -> Any:
     """`torch.export.export` with the dynamic dims, as one line on failure.
 
     Where the model only works at some sizes of a dynamic axis (a U-Net needs
@@ -197,7 +199,7 @@ def torch_export(module: "nn.Module", target: "ExportTarget", inputs: tuple["tor
     raise ZooError(f"torch.export of target {target.name!r} failed: the suggested dynamic-shape fixes did not converge")
 
 
-def symbolic_io(program: Any, target: "ExportTarget", io: dict[str, Any]) -> dict[str, Any]:
+def symbolic_io(program: Any, target: ExportTarget, io: dict[str, Any]) -> dict[str, Any]:
     """`io` with every dynamic dimension named from the exported program: an output
     dim that is the same symbol as an input axis gets that axis's name (pix2pix's
     output is `height` x `width` like its input); other symbolic dims keep their
@@ -261,8 +263,9 @@ def _name_onnx_axes(proto: Any, metadata: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- TorchScript
 
 
-def export_torchscript(module: "nn.Module", target: "ExportTarget", export_inputs: tuple, check_inputs: tuple,
-                       path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+def export_torchscript(
+    module: nn.Module, target: ExportTarget, export_inputs: tuple, check_inputs: tuple, path: Path, metadata: dict[str, Any]
+) -> dict[str, Any]:
     """`torch.jit.script`, or `torch.jit.trace` where the target declares it; a trace
     is re-run at a second batch size and must reproduce eager outputs there."""
     import torch
@@ -291,7 +294,7 @@ def export_torchscript(module: "nn.Module", target: "ExportTarget", export_input
 # --------------------------------------------------------------------------- ONNX
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def exporter_max_opset() -> int:
     """Newest opset the installed torch.onnx exporter reaches with its own converter
     (onnxscript's version converter, bounded by the installed onnx)."""
@@ -309,14 +312,13 @@ def exporter_max_opset() -> int:
     return newest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onnxruntime_max_opset() -> int:
     """Newest default-domain opset the installed onnxruntime loads, found by loading
     a one-node model at each opset from the newest down (milliseconds)."""
     import onnx
-    from onnx import helper
-
     import onnxruntime as ort
+    from onnx import helper
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
@@ -379,8 +381,15 @@ def _downgrade(proto: Any, opset: int) -> Any:
         raise UsageError(f"--opset {opset}: onnx cannot convert the graph from opset {current}: {one_line(exc)}") from None
 
 
-def export_onnx(module: "nn.Module", target: "ExportTarget", export_inputs: tuple, path: Path,
-                metadata: dict[str, Any], opset: int, exported_program: Any = None) -> dict[str, Any]:
+def export_onnx(
+    module: nn.Module,
+    target: ExportTarget,
+    export_inputs: tuple,
+    path: Path,
+    metadata: dict[str, Any],
+    opset: int,
+    exported_program: Any = None,
+) -> dict[str, Any]:
     """`torch.onnx.export(dynamo=True)` with a dynamic batch, in one self-contained file,
     at exactly `opset`, checked with `onnx.checker.check_model(full_check=True)`."""
     import onnx
@@ -451,7 +460,7 @@ def export_onnx(module: "nn.Module", target: "ExportTarget", export_inputs: tupl
 # --------------------------------------------------------------------------- .pt2 (AOTInductor)
 
 
-def export_pt2(exported_program: Any, target: "ExportTarget", path: Path, metadata: dict[str, Any], device: str) -> dict[str, Any]:
+def export_pt2(exported_program: Any, target: ExportTarget, path: Path, metadata: dict[str, Any], device: str) -> dict[str, Any]:
     """AOTInductor: compile a torch.export program for `device` into a `.pt2` package.
     The metadata goes into the package (`aot_inductor.metadata`), where
     `AOTIModelPackageLoader::get_metadata()` returns it in Python and C++."""

@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 # Inputs of every parity check come from this seed (one generator per batch size).
 PARITY_SEED = 0
 
 
-def compare(expected: Sequence[Any], actual: Sequence[Any], expected_names: Sequence[str], actual_names: Sequence[str],
-            rtol: float, atol: float) -> dict[str, Any]:
+def compare(
+    expected: Sequence[Any], actual: Sequence[Any], expected_names: Sequence[str], actual_names: Sequence[str], rtol: float, atol: float
+) -> dict[str, Any]:
     """One parity verdict: {max_abs, max_rel, passed, reason}. `max_rel` is taken over
     elements where |eager| > atol (near zero the absolute tolerance governs)."""
     import numpy as np
@@ -108,8 +110,14 @@ def strict_fp32(device_type: str) -> Iterator[None]:
             setattr(obj, name, value)
 
 
-def median_ms(call: Callable[[], Any], sync: Callable[[], None] | None = None, budget_s: float = 0.4,
-              min_runs: int = 10, max_runs: int = 200, warmup: int = 3) -> float:
+def median_ms(
+    call: Callable[[], Any],
+    sync: Callable[[], None] | None = None,
+    budget_s: float = 0.4,
+    min_runs: int = 10,
+    max_runs: int = 200,
+    warmup: int = 3,
+) -> float:
     """Median wall time of `call()` in milliseconds, after warm-up calls, over at least
     `min_runs` and as many more as fit in `budget_s`. A model slower than a tenth of
     the budget per call gets one warm-up call and three timed ones, so measuring a

@@ -9,15 +9,13 @@ the manifest-shaped dict the CLI prints.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
 import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from zoo.errors import CheckpointError, UsageError, ZooError
 from zoo.export.formats import DEFAULT_FORMATS, FORMATS, artifact_name
@@ -78,7 +76,11 @@ def rebuild_model(plugin: Plugin, manifest: dict[str, Any], checkpoint: str | No
     if recorded.get("state_sha256") and built.source.state_sha256 != recorded["state_sha256"]:
         raise ZooError(
             "the rebuilt eager model differs from the exported one (state digest mismatch"
-            + (": random init depends on the torch version and platform; export from a checkpoint to verify elsewhere)" if kind == "random-init" else ")")
+            + (
+                ": random init depends on the torch version and platform; export from a checkpoint to verify elsewhere)"
+                if kind == "random-init"
+                else ")"
+            )
         )
     return built
 
@@ -178,8 +180,9 @@ def _load_runtimes(runtimes: Sequence[str]) -> Any:
     return runtime_module
 
 
-def _check_in_python(record: dict[str, Any], art: Any, device_name: str, expected: dict[int, tuple], inputs_at: dict[int, tuple],
-                     output_names: list[str]) -> list[dict[str, Any]]:
+def _check_in_python(
+    record: dict[str, Any], art: Any, device_name: str, expected: dict[int, tuple], inputs_at: dict[int, tuple], output_names: list[str]
+) -> list[dict[str, Any]]:
     from zoo.export.parity import compare
 
     # TorchScript's profiling executor swaps in an optimised (fused) graph after its
@@ -198,8 +201,17 @@ def _check_in_python(record: dict[str, Any], art: Any, device_name: str, expecte
     return rows
 
 
-def _check_natively(runtime_module: Any, runtime: str, record: dict[str, Any], path: Path, device_name: str, target: Any,
-                    expected: dict[int, tuple], inputs_at: dict[int, tuple], output_names: list[str]) -> list[dict[str, Any]]:
+def _check_natively(
+    runtime_module: Any,
+    runtime: str,
+    record: dict[str, Any],
+    path: Path,
+    device_name: str,
+    target: Any,
+    expected: dict[int, tuple],
+    inputs_at: dict[int, tuple],
+    output_names: list[str],
+) -> list[dict[str, Any]]:
     import numpy as np
 
     from zoo.export.parity import compare
@@ -225,9 +237,18 @@ def _runs_on(record: dict[str, Any], runtime: str, device_name: str) -> bool:
     return runtime == "python" or record["format"] in NATIVE_FORMATS[runtime]
 
 
-def run_parity(plugin: Plugin, model: Any, config: Any, directory: Path, records: list[dict[str, Any]],
-               batch_sizes: Sequence[int], device_plan: list[tuple[str, Any, str | None]],
-               runtimes: Sequence[str] = ("python",), latency: bool = True, log: Log = _quiet_log) -> tuple[list[dict], list[dict]]:
+def run_parity(
+    plugin: Plugin,
+    model: Any,
+    config: Any,
+    directory: Path,
+    records: list[dict[str, Any]],
+    batch_sizes: Sequence[int],
+    device_plan: list[tuple[str, Any, str | None]],
+    runtimes: Sequence[str] = ("python",),
+    latency: bool = True,
+    log: Log = _quiet_log,
+) -> tuple[list[dict], list[dict]]:
     """Parity rows (every record x runtime x device x batch) and batch-1 latency rows.
 
     Inputs are the target's seeded example inputs; eager outputs are computed once per
@@ -253,8 +274,12 @@ def run_parity(plugin: Plugin, model: Any, config: Any, directory: Path, records
         output_names = [s.name for s in target.outputs]
         for device_name, device, skip in device_plan:
             if skip is not None:
-                rows += [_row(record, runtime, device_name, None, reason=skip)
-                         for record in target_records for runtime in runtimes if _runs_on(record, runtime, device_name)]
+                rows += [
+                    _row(record, runtime, device_name, None, reason=skip)
+                    for record in target_records
+                    for runtime in runtimes
+                    if _runs_on(record, runtime, device_name)
+                ]
                 continue
             if device_name not in models:
                 models[device_name] = copy.deepcopy(model).to(device)
@@ -281,13 +306,19 @@ def run_parity(plugin: Plugin, model: Any, config: Any, directory: Path, records
                                 continue
                             rows += _check_in_python(record, art, device_name, expected, inputs_at, output_names)
                         elif runtime == "node" and device_name != "cpu":
-                            rows.append(_row(record, runtime, device_name, None, reason="the Node runner uses onnxruntime-node's CPU binaries"))
+                            rows.append(
+                                _row(record, runtime, device_name, None, reason="the Node runner uses onnxruntime-node's CPU binaries")
+                            )
                         else:
-                            rows += _check_natively(runtime_module, runtime, record, path, device_name, target, expected, inputs_at, output_names)
+                            rows += _check_natively(
+                                runtime_module, runtime, record, path, device_name, target, expected, inputs_at, output_names
+                            )
                             if latency:
                                 feed = {s.name: t.numpy() for s, t in zip(target.inputs, latency_inputs)}
                                 try:
-                                    summary = runtime_module.latency(runtime, path, feed, device=device_name, threads=torch.get_num_threads())
+                                    summary = runtime_module.latency(
+                                        runtime, path, feed, device=device_name, threads=torch.get_num_threads()
+                                    )
                                     times[f"{runtime}:{record['format']}"] = float(summary["median_ms"])
                                 except ZooError as exc:
                                     log(f"latency of {record['path']} in {runtime} not measured: {exc}")
@@ -301,15 +332,17 @@ def run_parity(plugin: Plugin, model: Any, config: Any, directory: Path, records
                         prepared = art.prepare(*latency_inputs) if fmt == "onnx" else art.prepare(*on_device)
                         times[fmt] = median_ms(lambda art=art, prepared=prepared: art.run_prepared(prepared), sync=sync)
                     for runtime_name, ms in sorted(times.items(), key=lambda kv: kv[0] != "eager"):
-                        latency_rows.append({
-                            "target": target_name,
-                            "device": device_name,
-                            "runtime": LATENCY_NAMES.get(runtime_name, runtime_name),
-                            "format": None if runtime_name == "eager" else runtime_name.split(":")[-1],
-                            "batch": 1,
-                            "median_ms": float(f"{ms:.4g}"),
-                            "ratio_to_eager": float(f"{ms / times['eager']:.4g}") if times["eager"] > 0 else None,
-                        })
+                        latency_rows.append(
+                            {
+                                "target": target_name,
+                                "device": device_name,
+                                "runtime": LATENCY_NAMES.get(runtime_name, runtime_name),
+                                "format": None if runtime_name == "eager" else runtime_name.split(":")[-1],
+                                "batch": 1,
+                                "median_ms": float(f"{ms:.4g}"),
+                                "ratio_to_eager": float(f"{ms / times['eager']:.4g}") if times["eager"] > 0 else None,
+                            }
+                        )
     rows.sort(key=_rows_sort_key)
     return rows, latency_rows
 
@@ -393,10 +426,23 @@ def _merge_previous(directory: Path, plugin: Plugin, source: Any, new_records: l
     }
 
 
-def export(plugin: Plugin, model: Any, config: Any, source: Any, *, targets: Sequence[str] | None = None,
-           formats: Sequence[str] = DEFAULT_FORMATS, out_dir: Path, opset: int | None = None,
-           batch_sizes: Sequence[int] = (1, 4), device_plan: list[tuple[str, Any, str | None]] | None = None,
-           export_batch: int = 2, latency: bool = True, data_info: Any = None, log: Log = _quiet_log) -> dict[str, Any]:
+def export(
+    plugin: Plugin,
+    model: Any,
+    config: Any,
+    source: Any,
+    *,
+    targets: Sequence[str] | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    out_dir: Path,
+    opset: int | None = None,
+    batch_sizes: Sequence[int] = (1, 4),
+    device_plan: list[tuple[str, Any, str | None]] | None = None,
+    export_batch: int = 2,
+    latency: bool = True,
+    data_info: Any = None,
+    log: Log = _quiet_log,
+) -> dict[str, Any]:
     """Write every (target, format) artifact into `out_dir`, run parity, write and
     return the manifest (`export.json`)."""
     import torch
@@ -404,9 +450,9 @@ def export(plugin: Plugin, model: Any, config: Any, source: Any, *, targets: Seq
     from zoo import config as zconfig
     from zoo import versions
     from zoo.checkpoint import write_json
-    from zoo.targets import check_target, target_io
     from zoo.export import formats as fmts
     from zoo.export.parity import strict_fp32
+    from zoo.targets import check_target, target_io
 
     if not plugin.export_targets:
         raise UsageError(f"plugin {plugin.name!r} declares no export targets")
@@ -511,9 +557,17 @@ def export(plugin: Plugin, model: Any, config: Any, source: Any, *, targets: Seq
 # --------------------------------------------------------------------------- verify
 
 
-def verify(directory: Path, *, device_plan: list[tuple[str, Any, str | None]] | None = None, runtimes: Sequence[str] = ("python",),
-           batch_sizes: Sequence[int] | None = None, checkpoint: str | None = None, weights: str | None = None,
-           latency: bool = True, log: Log = _quiet_log) -> dict[str, Any]:
+def verify(
+    directory: Path,
+    *,
+    device_plan: list[tuple[str, Any, str | None]] | None = None,
+    runtimes: Sequence[str] = ("python",),
+    batch_sizes: Sequence[int] | None = None,
+    checkpoint: str | None = None,
+    weights: str | None = None,
+    latency: bool = True,
+    log: Log = _quiet_log,
+) -> dict[str, Any]:
     """Re-run the parity checks of an export directory; refuses artifacts whose bytes
     changed since export. Returns a report shaped like the manifest (not written)."""
     from zoo import _registry
@@ -530,7 +584,9 @@ def verify(directory: Path, *, device_plan: list[tuple[str, Any, str | None]] | 
             raise ZooError(f"artifact {path} listed in {MANIFEST} is missing")
         actual = sha256_file(path)
         if actual != record["sha256"]:
-            raise ZooError(f"artifact {path} was modified after export (sha256 {actual[:12]}..., {MANIFEST} says {record['sha256'][:12]}...); refusing to verify it")
+            raise ZooError(
+                f"artifact {path} was modified after export (sha256 {actual[:12]}..., {MANIFEST} says {record['sha256'][:12]}...); refusing to verify it"
+            )
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise UsageError(f"unknown runtime {unknown[0]!r} (runtimes: {', '.join(RUNTIMES)}, all)")

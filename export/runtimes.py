@@ -138,7 +138,7 @@ def _first_error(log: Path) -> str:
     for i, line in enumerate(lines):
         if re.search(r"error|ERR!", line, re.IGNORECASE) and not line.startswith(("See also", "--")):
             if line.endswith(":"):
-                line = " ".join([line, *[more for more in lines[i + 1:i + 8] if more]][:5])
+                line = " ".join([line, *[more for more in lines[i + 1 : i + 8] if more]][:5])
             return re.sub(r"\s+", " ", line)
     tail = [line for line in lines if line]
     return tail[-1] if tail else "(no output)"
@@ -172,8 +172,15 @@ def cpp_runner() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".zoo-run-{key}-", dir=cache))
     log = tmp / "build.log"
     build_dir = tmp / "cmake-build"
-    configure = ["cmake", "-S", str(CPP_SOURCE), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"]
+    configure = [
+        "cmake",
+        "-S",
+        str(CPP_SOURCE),
+        "-B",
+        str(build_dir),
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+    ]
     if shutil.which("ninja"):
         configure += ["-G", "Ninja"]
     build = ["cmake", "--build", str(build_dir), "--parallel", str(os.cpu_count() or 2)]
@@ -193,8 +200,12 @@ def cpp_runner() -> Path:
 
 
 def _node_files() -> list[Path]:
-    return [NODE_SOURCE / "package.json", NODE_SOURCE / "package-lock.json", *sorted(NODE_SOURCE.glob("*.js")),
-            *sorted(NODE_SOURCE.glob("examples/*.js"))]
+    return [
+        NODE_SOURCE / "package.json",
+        NODE_SOURCE / "package-lock.json",
+        *sorted(NODE_SOURCE.glob("*.js")),
+        *sorted(NODE_SOURCE.glob("examples/*.js")),
+    ]
 
 
 def _node_dir() -> Path:
@@ -253,7 +264,7 @@ def _failure(runtime: str, artifact: Path, proc: subprocess.CompletedProcess) ->
     return ZooError(f"{prefix[:-1]} failed (exit {proc.returncode}) running {artifact.name}" + (f": {lines[-1]}" if lines else ""))
 
 
-def _invoke(runtime: str, artifact: Path, inputs: dict[str, "numpy.ndarray"], workdir: Path, options: list[str]) -> dict[str, Any]:
+def _invoke(runtime: str, artifact: Path, inputs: dict[str, numpy.ndarray], workdir: Path, options: list[str]) -> dict[str, Any]:
     import numpy as np
 
     in_dir, out_dir = workdir / "inputs", workdir / "outputs"
@@ -288,11 +299,11 @@ def _options(device: str | None, threads: int | None) -> list[str]:
 def run(
     runtime: str,
     artifact: Path,
-    inputs: dict[str, "numpy.ndarray"],
+    inputs: dict[str, numpy.ndarray],
     *,
     device: str | None = None,
     threads: int | None = None,
-) -> dict[str, "numpy.ndarray"]:
+) -> dict[str, numpy.ndarray]:
     """Run `artifact` in `runtime` ("cpp" for .torchscript/.pt2, "node" for .onnx) on `inputs`
     (name -> array, as the artifact's metadata names them); returns outputs by name, in the
     metadata's order. Any failure raises ZooError with the runner's one-line message.
@@ -306,7 +317,7 @@ def run(
 def latency(
     runtime: str,
     artifact: Path,
-    inputs: dict[str, "numpy.ndarray"],
+    inputs: dict[str, numpy.ndarray],
     *,
     repeat: int = 50,
     warmup: int = 5,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam
 from zoo.plugins.gan import AdversarialMetrics, Maxout, adam_pair, adversarial_step
 
 IMAGE_SIZE = 28
@@ -163,46 +163,46 @@ def _example_inputs(config: CGANConfig, batch: int, gen: torch.Generator) -> tup
 # Generator only (sampling and export need nothing else), trained by zoo on the bundled
 # digits with meta['command']; shipped in the package so sampling works offline.
 DIGITS_V1 = Weights(
-    name='DIGITS_V1',
-    source='package:cgan-digits_v1-860207d0.safetensors',
-    sha256='860207d09dbe7162b8ed6f244a1ecc77f83bc637ed38e20e5bad9cedf91a6c2b',
+    name="DIGITS_V1",
+    source="package:cgan-digits_v1-860207d0.safetensors",
+    sha256="860207d09dbe7162b8ed6f244a1ecc77f83bc637ed38e20e5bad9cedf91a6c2b",
     meta={
-        'dataset': 'digits',
-        'metrics': {
-            'val_loss_d': 0.9790078202883402,
-            'val_loss_g': 1.0126415491104126,
-            'val_d_real': 0.6310804239908854,
-            'val_d_fake': 0.3739951960245768,
+        "dataset": "digits",
+        "metrics": {
+            "val_loss_d": 0.9790078202883402,
+            "val_loss_g": 1.0126415491104126,
+            "val_d_real": 0.6310804239908854,
+            "val_d_fake": 0.3739951960245768,
         },
-        'input': {
-            'shape': [1, 28, 28],
-            'value_range': [0.0, 1.0],
-            'normalization': 'pixel intensities scaled to [0, 1], no mean/std normalisation',
+        "input": {
+            "shape": [1, 28, 28],
+            "value_range": [0.0, 1.0],
+            "normalization": "pixel intensities scaled to [0, 1], no mean/std normalisation",
         },
-        'num_params': 2413984,
-        'license': "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
-        'command': 'zoo train cgan --data digits --seed 0 --device cpu --epochs 200 --batch-size 100 --lr 0.0002 --beta1 0.5 --beta2 0.999 --latent-dim 100 --num-classes 10 --noise-hidden 200 --label-hidden 1000 --joint-hidden 1200 --image-units 240 --label-units 50 --input-pieces 5 --joint-units 240 --joint-pieces 4 --dropout 0.5 --generator-dropout 0.5',
-        'config': {
-            'epochs': 200,
-            'batch_size': 100,
-            'lr': 0.0002,
-            'beta1': 0.5,
-            'beta2': 0.999,
-            'latent_dim': 100,
-            'num_classes': 10,
-            'noise_hidden': 200,
-            'label_hidden': 1000,
-            'joint_hidden': 1200,
-            'image_units': 240,
-            'label_units': 50,
-            'input_pieces': 5,
-            'joint_units': 240,
-            'joint_pieces': 4,
-            'dropout': 0.5,
-            'generator_dropout': 0.5,
+        "num_params": 2413984,
+        "license": "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
+        "command": "zoo train cgan --data digits --seed 0 --device cpu --epochs 200 --batch-size 100 --lr 0.0002 --beta1 0.5 --beta2 0.999 --latent-dim 100 --num-classes 10 --noise-hidden 200 --label-hidden 1000 --joint-hidden 1200 --image-units 240 --label-units 50 --input-pieces 5 --joint-units 240 --joint-pieces 4 --dropout 0.5 --generator-dropout 0.5",
+        "config": {
+            "epochs": 200,
+            "batch_size": 100,
+            "lr": 0.0002,
+            "beta1": 0.5,
+            "beta2": 0.999,
+            "latent_dim": 100,
+            "num_classes": 10,
+            "noise_hidden": 200,
+            "label_hidden": 1000,
+            "joint_hidden": 1200,
+            "image_units": 240,
+            "label_units": 50,
+            "input_pieces": 5,
+            "joint_units": 240,
+            "joint_pieces": 4,
+            "dropout": 0.5,
+            "generator_dropout": 0.5,
         },
-        'components': ['generator'],
-        'description': 'generator only, trained by zoo with the recorded command',
+        "components": ["generator"],
+        "description": "generator only, trained by zoo with the recorded command",
     },
 )
 
@@ -223,8 +223,12 @@ plugin = Plugin(
             module=lambda model: model.generator,
             inputs=(
                 TensorSpec("z", range="uniform noise in [0, 1)"),
-                TensorSpec("label", dtype="int64", range="class index 0-9 (one-hot encoded inside the graph)",
-                           value_range=lambda config, data: (0, config.num_classes - 1)),
+                TensorSpec(
+                    "label",
+                    dtype="int64",
+                    range="class index 0-9 (one-hot encoded inside the graph)",
+                    value_range=lambda config, data: (0, config.num_classes - 1),
+                ),
             ),
             outputs=(TensorSpec("image", range="pixels in [0, 1], 1x28x28, white digit on black", value_range=(0.0, 1.0)),),
             example_inputs=_example_inputs,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -80,29 +80,29 @@ def _image_input(config: ConvNetConfig, batch: int, gen: torch.Generator) -> tup
 # Trained by zoo on the bundled digits with meta['command']; shipped in the package so
 # sampling, prediction and export work offline right after install.
 DIGITS_V1 = Weights(
-    name='DIGITS_V1',
-    source='package:convnet-digits_v1-f0067330.safetensors',
-    sha256='f0067330db6fe35bd61d3629477387379dc19d49ef1e9d2b43d58f7c279b6ad6',
+    name="DIGITS_V1",
+    source="package:convnet-digits_v1-f0067330.safetensors",
+    sha256="f0067330db6fe35bd61d3629477387379dc19d49ef1e9d2b43d58f7c279b6ad6",
     meta={
-        'dataset': 'digits',
-        'metrics': {'val_accuracy': 0.9933333333333333, 'val_loss': 0.023108533471822738},
-        'input': {
-            'shape': [1, 28, 28],
-            'value_range': [0.0, 1.0],
-            'normalization': 'pixel intensities scaled to [0, 1], no mean/std normalisation',
+        "dataset": "digits",
+        "metrics": {"val_accuracy": 0.9933333333333333, "val_loss": 0.023108533471822738},
+        "input": {
+            "shape": [1, 28, 28],
+            "value_range": [0.0, 1.0],
+            "normalization": "pixel intensities scaled to [0, 1], no mean/std normalisation",
         },
-        'num_params': 105698,
-        'license': "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
-        'command': 'zoo train convnet --data digits --seed 0 --device cpu --epochs 10 --batch-size 64 --lr 0.001 --batch-norm --dropout 0.0 --hidden 200',
-        'config': {
-            'epochs': 10,
-            'batch_size': 64,
-            'lr': 0.001,
-            'batch_norm': True,
-            'dropout': 0.0,
-            'hidden': 200,
+        "num_params": 105698,
+        "license": "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
+        "command": "zoo train convnet --data digits --seed 0 --device cpu --epochs 10 --batch-size 64 --lr 0.001 --batch-norm --dropout 0.0 --hidden 200",
+        "config": {
+            "epochs": 10,
+            "batch_size": 64,
+            "lr": 0.001,
+            "batch_norm": True,
+            "dropout": 0.0,
+            "hidden": 200,
         },
-        'description': 'digit classifier, 99.3% validation accuracy on the bundled digits; retrains bit-identically on CPU with torch 2.14.1 and OMP_NUM_THREADS=1',
+        "description": "digit classifier, 99.3% validation accuracy on the bundled digits; retrains bit-identically on CPU with torch 2.14.1 and OMP_NUM_THREADS=1",
     },
 )
 

@@ -20,15 +20,16 @@ or 1 as it was trained).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam
 from zoo.errors import CheckpointError, UsageError
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
 from zoo.plugins.gan import AdversarialMetrics, adam_pair, adversarial_step, noise_input
 
 BASE = 4  # spatial size of the projected noise; every stride-2 layer doubles it
@@ -57,7 +58,9 @@ class DCGANConfig(TrainConfig):
     # toward the 4x4 end. Authors' code: 128 (1024 at 4x4); pytorch/examples: 64. 32
     # keeps default training affordable on a CPU for 1-channel digits.
     generator_width: int = hparam(32, "generator channels before the output layer (authors' code ngf 128, pytorch/examples 64)", at_least=1)
-    discriminator_width: int = hparam(32, "discriminator channels after its first layer (authors' code ndf 128, pytorch/examples 64)", at_least=1)
+    discriminator_width: int = hparam(
+        32, "discriminator channels after its first layer (authors' code ndf 128, pytorch/examples 64)", at_least=1
+    )
     kernel_size: int = hparam(5, "convolution kernel: 5 (Radford et al.) or 4 (pytorch/examples dcgan/main.py)", choices=(5, 4))
 
     def __post_init__(self) -> None:
@@ -264,40 +267,40 @@ def _sample_inputs(config: DCGANConfig, n: int, label: int | None, gen: torch.Ge
 # Generator only (sampling and export need nothing else), trained by zoo on the bundled
 # digits with meta['command']; shipped in the package so sampling works offline.
 DIGITS_V1 = Weights(
-    name='DIGITS_V1',
-    source='package:dcgan-digits_v1-1e0b7613.safetensors',
-    sha256='1e0b7613c1136cc26c1492fbc563a73130213220a4dc617a0762fd3f32d0378b',
+    name="DIGITS_V1",
+    source="package:dcgan-digits_v1-1e0b7613.safetensors",
+    sha256="1e0b7613c1136cc26c1492fbc563a73130213220a4dc617a0762fd3f32d0378b",
     meta={
-        'dataset': 'digits',
-        'metrics': {
-            'val_loss_d': 1.834320829709371,
-            'val_loss_g': 2.428032948176066,
-            'val_d_real': 0.20172577540079753,
-            'val_d_fake': 0.10136006832122803,
+        "dataset": "digits",
+        "metrics": {
+            "val_loss_d": 1.834320829709371,
+            "val_loss_g": 2.428032948176066,
+            "val_d_real": 0.20172577540079753,
+            "val_d_fake": 0.10136006832122803,
         },
-        'input': {
-            'shape': [1, 32, 32],
-            'value_range': [-1.0, 1.0],
-            'normalization': 'pixel intensities in [0, 1] mapped linearly to [-1, 1]',
+        "input": {
+            "shape": [1, 32, 32],
+            "value_range": [-1.0, 1.0],
+            "normalization": "pixel intensities in [0, 1] mapped linearly to [-1, 1]",
         },
-        'num_params': 462048,
-        'license': "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
-        'command': 'zoo train dcgan --data digits --seed 0 --device cpu --epochs 100 --batch-size 128 --lr 0.0002 --beta1 0.5 --beta2 0.999 --latent-dim 100 --image-size 32 --channels 1 --generator-width 32 --discriminator-width 32 --kernel-size 5',
-        'config': {
-            'epochs': 100,
-            'batch_size': 128,
-            'lr': 0.0002,
-            'beta1': 0.5,
-            'beta2': 0.999,
-            'latent_dim': 100,
-            'image_size': 32,
-            'channels': 1,
-            'generator_width': 32,
-            'discriminator_width': 32,
-            'kernel_size': 5,
+        "num_params": 462048,
+        "license": "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
+        "command": "zoo train dcgan --data digits --seed 0 --device cpu --epochs 100 --batch-size 128 --lr 0.0002 --beta1 0.5 --beta2 0.999 --latent-dim 100 --image-size 32 --channels 1 --generator-width 32 --discriminator-width 32 --kernel-size 5",
+        "config": {
+            "epochs": 100,
+            "batch_size": 128,
+            "lr": 0.0002,
+            "beta1": 0.5,
+            "beta2": 0.999,
+            "latent_dim": 100,
+            "image_size": 32,
+            "channels": 1,
+            "generator_width": 32,
+            "discriminator_width": 32,
+            "kernel_size": 5,
         },
-        'components': ['generator'],
-        'description': 'generator only, trained by zoo with the recorded command',
+        "components": ["generator"],
+        "description": "generator only, trained by zoo with the recorded command",
     },
 )
 

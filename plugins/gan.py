@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam
 
 IMAGE_SIZE = 28  # MNIST geometry: both networks see flattened 784-pixel images
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -223,40 +223,40 @@ def _sample_inputs(config: GANConfig, n: int, label: int | None, gen: torch.Gene
 # Generator only (sampling and export need nothing else), trained by zoo on the bundled
 # digits with meta['command']; shipped in the package so sampling works offline.
 DIGITS_V1 = Weights(
-    name='DIGITS_V1',
-    source='package:gan-digits_v1-6bddd220.safetensors',
-    sha256='6bddd2208137d4e0882e2b0a39e5b0f4de23f0e47c72531885f41a3632fadd76',
+    name="DIGITS_V1",
+    source="package:gan-digits_v1-6bddd220.safetensors",
+    sha256="6bddd2208137d4e0882e2b0a39e5b0f4de23f0e47c72531885f41a3632fadd76",
     meta={
-        'dataset': 'digits',
-        'metrics': {
-            'val_loss_d': 1.0806677341461182,
-            'val_loss_g': 0.9790183504422506,
-            'val_d_real': 0.6068346150716146,
-            'val_d_fake': 0.39849603017171226,
+        "dataset": "digits",
+        "metrics": {
+            "val_loss_d": 1.0806677341461182,
+            "val_loss_g": 0.9790183504422506,
+            "val_d_real": 0.6068346150716146,
+            "val_d_fake": 0.39849603017171226,
         },
-        'input': {
-            'shape': [1, 28, 28],
-            'value_range': [0.0, 1.0],
-            'normalization': 'pixel intensities scaled to [0, 1], no mean/std normalisation',
+        "input": {
+            "shape": [1, 28, 28],
+            "value_range": [0.0, 1.0],
+            "normalization": "pixel intensities scaled to [0, 1], no mean/std normalisation",
         },
-        'num_params': 2503984,
-        'license': "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
-        'command': 'zoo train gan --data digits --seed 0 --device cpu --epochs 200 --batch-size 100 --lr 0.0002 --beta1 0.5 --beta2 0.999 --latent-dim 100 --generator-hidden 1200 --maxout-units 240 --maxout-pieces 5 --input-dropout 0.2 --dropout 0.5',
-        'config': {
-            'epochs': 200,
-            'batch_size': 100,
-            'lr': 0.0002,
-            'beta1': 0.5,
-            'beta2': 0.999,
-            'latent_dim': 100,
-            'generator_hidden': 1200,
-            'maxout_units': 240,
-            'maxout_pieces': 5,
-            'input_dropout': 0.2,
-            'dropout': 0.5,
+        "num_params": 2503984,
+        "license": "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
+        "command": "zoo train gan --data digits --seed 0 --device cpu --epochs 200 --batch-size 100 --lr 0.0002 --beta1 0.5 --beta2 0.999 --latent-dim 100 --generator-hidden 1200 --maxout-units 240 --maxout-pieces 5 --input-dropout 0.2 --dropout 0.5",
+        "config": {
+            "epochs": 200,
+            "batch_size": 100,
+            "lr": 0.0002,
+            "beta1": 0.5,
+            "beta2": 0.999,
+            "latent_dim": 100,
+            "generator_hidden": 1200,
+            "maxout_units": 240,
+            "maxout_pieces": 5,
+            "input_dropout": 0.2,
+            "dropout": 0.5,
         },
-        'components': ['generator'],
-        'description': 'generator only, trained by zoo with the recorded command',
+        "components": ["generator"],
+        "description": "generator only, trained by zoo with the recorded command",
     },
 )
 

@@ -33,15 +33,15 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-from zoo import DataRequest, ExportTarget, Images, Plugin, TensorSpec, Trainer, TrainConfig, hparam
+from zoo import DataRequest, ExportTarget, Images, Plugin, TensorSpec, TrainConfig, Trainer, hparam
 
 # 256 -> 8 downsamplings (the paper's unet_256), 128 -> 7 (unet_128), 64 -> 6 for the CPU:
 # the bottleneck is always 1x1.
@@ -70,7 +70,9 @@ class Pix2PixConfig(TrainConfig):
     beta1: float = hparam(0.5, "Adam beta1 (paper 3.3: 0.5)", at_least=0.0, below=1.0)
     beta2: float = hparam(0.999, "Adam beta2 (paper 3.3: 0.999)", at_least=0.0, below=1.0)
     image_size: int = hparam(64, "training crop size, 64, 128 or 256; the U-Net has log2(size) levels (paper: 256; 64 trains on a CPU)")
-    load_size: int = hparam(0, "size images are stored at before the random crop; 0 = round(image_size * 286 / 256) (paper: 286 for 256)", at_least=0)
+    load_size: int = hparam(
+        0, "size images are stored at before the random crop; 0 = round(image_size * 286 / 256) (paper: 286 for 256)", at_least=0
+    )
     flip: bool = hparam(True, "random horizontal flip of the pair (the reference's default, --no_flip turns it off)")
     direction: str = hparam("AtoB", "translate A (left half) into B (right half), or B into A", choices=("AtoB", "BtoA"))
     lambda_l1: float = hparam(100.0, "weight of the L1 term (paper eq. 4: lambda = 100)", at_least=0.0)
@@ -136,7 +138,7 @@ class UNetGenerator(nn.Module):
 
         encoder = []
         for i in range(depth):
-            layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+            layers: OrderedDict[str, nn.Module] = OrderedDict()
             if i > 0:
                 layers["act"] = nn.LeakyReLU(0.2)
             conv_in = in_channels if i == 0 else widths[i - 1]
@@ -193,7 +195,7 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, ndf: int = 64):
         super().__init__()
-        layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
         layers["conv1"] = nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1)
         layers["act1"] = nn.LeakyReLU(0.2)
         width = ndf
@@ -242,8 +244,10 @@ def data_request(config: Pix2PixConfig) -> DataRequest:
     """RGB pairs in [-1, 1] at the jitter's load size; `augment` crops them to image_size."""
     unet_depth(config.image_size)  # a bad size fails before any data is prepared
     size = load_size(config)
-    return DataRequest(Images("A", size=size, channels=CHANNELS, value_range=(-1.0, 1.0)),
-                       Images("B", size=size, channels=CHANNELS, value_range=(-1.0, 1.0)))
+    return DataRequest(
+        Images("A", size=size, channels=CHANNELS, value_range=(-1.0, 1.0)),
+        Images("B", size=size, channels=CHANNELS, value_range=(-1.0, 1.0)),
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -267,7 +271,9 @@ class Pix2PixTrainer(Trainer):
         if "A" not in batch or "B" not in batch:
             from zoo.errors import DataError
 
-            raise DataError(f"pix2pix trains on aligned pairs (--data colorization, edges or pix2pix:PATH); this dataset has {', '.join(sorted(batch))}")
+            raise DataError(
+                f"pix2pix trains on aligned pairs (--data colorization, edges or pix2pix:PATH); this dataset has {', '.join(sorted(batch))}"
+            )
         if self.config.direction == "AtoB":
             return batch["A"], batch["B"]
         return batch["B"], batch["A"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Trainer, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam
 
 IMAGE_SIZE = 28  # MNIST geometry: the example flattens 1x28x28 images into 784 inputs
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -81,7 +81,9 @@ class Decoder(nn.Module):
         return self.vae.decode(z)
 
 
-def loss_function(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_function(
+    recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed BCE and KL divergence (Kingma & Welling, Appendix B), as in pytorch/examples."""
     bce = F.binary_cross_entropy(recon.reshape(-1, PIXELS), x.reshape(-1, PIXELS), reduction="sum")
     kld = -0.5 * torch.sum(1 + log_variance - mean.pow(2) - log_variance.exp())
@@ -144,25 +146,26 @@ def _sample_inputs(config: VAEConfig, n: int, label: int | None, gen: torch.Gene
         raise UsageError("vae is not conditional: --label does not apply")
     return (torch.randn(n, config.latent_dim, generator=gen),)
 
+
 # Trained by zoo on the bundled digits with meta['command']; shipped in the package so
 # sampling, prediction and export work offline right after install.
 DIGITS_V1 = Weights(
-    name='DIGITS_V1',
-    source='package:vae-digits_v1-c4fe9384.safetensors',
-    sha256='c4fe9384e395435b26663fd1007fc7ae567c05868e0818f424265b24424bd7b6',
+    name="DIGITS_V1",
+    source="package:vae-digits_v1-c4fe9384.safetensors",
+    sha256="c4fe9384e395435b26663fd1007fc7ae567c05868e0818f424265b24424bd7b6",
     meta={
-        'dataset': 'digits',
-        'metrics': {'val_loss': 301.627587890625},
-        'input': {
-            'shape': [1, 28, 28],
-            'value_range': [0.0, 1.0],
-            'normalization': 'pixel intensities scaled to [0, 1], no mean/std normalisation',
+        "dataset": "digits",
+        "metrics": {"val_loss": 301.627587890625},
+        "input": {
+            "shape": [1, 28, 28],
+            "value_range": [0.0, 1.0],
+            "normalization": "pixel intensities scaled to [0, 1], no mean/std normalisation",
         },
-        'num_params': 652824,
-        'license': "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
-        'command': 'zoo train vae --data digits --seed 0 --device cpu --epochs 20 --batch-size 128 --lr 0.001 --hidden 400 --latent-dim 20',
-        'config': {'epochs': 20, 'batch_size': 128, 'lr': 0.001, 'hidden': 400, 'latent_dim': 20},
-        'description': 'pytorch/examples VAE on the bundled digits (8x8 scans upsampled to 28x28); retrains bit-identically on CPU with torch 2.14.1 and OMP_NUM_THREADS=1',
+        "num_params": 652824,
+        "license": "BSD-3-Clause; trained on scikit-learn's bundled digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)",
+        "command": "zoo train vae --data digits --seed 0 --device cpu --epochs 20 --batch-size 128 --lr 0.001 --hidden 400 --latent-dim 20",
+        "config": {"epochs": 20, "batch_size": 128, "lr": 0.001, "hidden": 400, "latent_dim": 20},
+        "description": "pytorch/examples VAE on the bundled digits (8x8 scans upsampled to 28x28); retrains bit-identically on CPU with torch 2.14.1 and OMP_NUM_THREADS=1",
     },
 )
 

@@ -13,8 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 # Read before the per-test isolation below replaces ZOO_HOME: the user's own build cache.
 _USER_BUILD_CACHE = Path(
-    os.environ.get("ZOO_BUILD_CACHE")
-    or Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo") / "build"
+    os.environ.get("ZOO_BUILD_CACHE") or Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo") / "build"
 ).expanduser()
 
 
@@ -118,3 +117,15 @@ def readme_block(language: str, marker: str) -> str:
         if marker in block:
             return block
     raise AssertionError(f"README.md has no {language} block containing {marker!r}")
+
+
+def one_line_error(r, code: int, *needles: str) -> str:
+    """Assert a CLI result failed the way zoo promises: exit `code`, exactly one line on
+    stderr starting with "error: ", no traceback, and every needle in that line."""
+    assert r.exit_code == code, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import registry_plugins
+
 from zoo import get_plugin
 from zoo.describe import describe
 from zoo.errors import ZooError
@@ -27,8 +27,20 @@ from zoo.export import artifacts
 FORMATS = ("torchscript", "onnx")
 CASES = [(name, target.name) for name in registry_plugins() for target in get_plugin(name).export_targets]
 CASE_IDS = [f"{p}-{t}" for p, t in CASES]
-METADATA_KEYS = {"plugin", "plugin_version", "target", "format", "zoo_version", "torch_version", "inputs", "outputs",
-                 "checkpoint_sha256", "exported_with", "rtol", "atol"}
+METADATA_KEYS = {
+    "plugin",
+    "plugin_version",
+    "target",
+    "format",
+    "zoo_version",
+    "torch_version",
+    "inputs",
+    "outputs",
+    "checkpoint_sha256",
+    "exported_with",
+    "rtol",
+    "atol",
+}
 NO_CUDA = not torch.cuda.is_available()
 
 
@@ -138,8 +150,12 @@ def test_plain_export_writes_both_formats_and_prints_the_table(zoo, tmp_path):
     assert r.exit_code == 0, r
     manifest = json.loads((tmp_path / "out" / "export.json").read_text())
     assert {a["format"] for a in manifest["artifacts"]} == {"torchscript", "onnx"}
-    assert {(l["runtime"], l["device"]) for l in manifest["latency"]} == {("eager", "cpu"), ("torchscript", "cpu"), ("onnxruntime", "cpu")}
-    assert all(l["median_ms"] > 0 and l["ratio_to_eager"] > 0 for l in manifest["latency"])
+    assert {(row["runtime"], row["device"]) for row in manifest["latency"]} == {
+        ("eager", "cpu"),
+        ("torchscript", "cpu"),
+        ("onnxruntime", "cpu"),
+    }
+    assert all(row["median_ms"] > 0 and row["ratio_to_eager"] > 0 for row in manifest["latency"])
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["TARGET", "FORMAT", "RUNTIME", "DEVICE", "BATCH", "MAX_ABS", "MAX_REL", "RTOL", "ATOL", "RESULT"]
     assert "median latency at batch 1" in r.stdout and "ONNXRUNTIME" in r.stdout
@@ -401,7 +417,7 @@ def test_verify_passes_then_fails_on_a_perturbed_rehashed_artifact(zoo, tmp_path
     report = r.json()
     assert report["passed"] is True and {row["runtime"] for row in report["parity"]} == {"python"}
     assert len(report["parity"]) == len(manifest["parity"])
-    assert {l["runtime"] for l in report["latency"]} == {"eager", "torchscript", "onnxruntime"}
+    assert {row["runtime"] for row in report["latency"]} == {"eager", "torchscript", "onnxruntime"}
 
     # Someone edits a weight and fixes up the manifest's hash: parity catches it.
     _perturb_onnx(out / "classifier.onnx")
@@ -687,4 +703,4 @@ def test_verify_in_native_runtimes(zoo, tmp_path, build_cache, monkeypatch):
     report = r.json()
     seen = {(row["runtime"], row["format"]) for row in report["parity"] if row["status"] == "passed"}
     assert seen == {("python", "torchscript"), ("python", "onnx"), ("cpp", "torchscript"), ("node", "onnx")}
-    assert {"cpp:torchscript", "node:onnx"} <= {l["runtime"] for l in report["latency"]}
+    assert {"cpp:torchscript", "node:onnx"} <= {row["runtime"] for row in report["latency"]}

@@ -4,7 +4,6 @@ generator-only checkpoints their filters accept."""
 
 from __future__ import annotations
 
-
 import json
 import math
 
@@ -122,8 +121,26 @@ def test_dcgan_layers_follow_image_size_and_channels(size, channels, kernel):
 
 def test_dcgan_trains_at_64_rgb_from_the_cli(zoo, tmp_path):
     out = tmp_path / "run"
-    r = zoo("train", "dcgan", "--image-size", "64", "--channels", "3", "--generator-width", "8", "--discriminator-width", "8",
-            "--max-steps", "1", "--batch-size", "4", "--out", out, "--progress", "none")
+    r = zoo(
+        "train",
+        "dcgan",
+        "--image-size",
+        "64",
+        "--channels",
+        "3",
+        "--generator-width",
+        "8",
+        "--discriminator-width",
+        "8",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        out,
+        "--progress",
+        "none",
+    )
     assert r.exit_code == 0, r
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["image_size"], config["channels"]) == (64, 3)  # ints: the CLI hands choices back in their field's type

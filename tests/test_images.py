@@ -12,13 +12,15 @@ import torch
 from PIL import Image
 
 from zoo import data as zdata
-from zoo.errors import DataError
 from zoo.data import DataRequest, Images
+from zoo.errors import DataError
 
 
 def pair_request(size: int, value_range: tuple[float, float]) -> DataRequest:
     """What pix2pix asks of a dataset of pairs: RGB images A and B."""
-    return DataRequest(Images("A", size=size, channels=3, value_range=value_range), Images("B", size=size, channels=3, value_range=value_range))
+    return DataRequest(
+        Images("A", size=size, channels=3, value_range=value_range), Images("B", size=size, channels=3, value_range=value_range)
+    )
 
 
 RGB01 = DataRequest(size=32, channels=3, value_range=(0.0, 1.0))
@@ -41,12 +43,19 @@ def write_cifar(root: Path, per_batch: int = 3, test: int = 4) -> dict[str, tupl
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for i, name in enumerate(names):
         data, labels = _cifar_images(test if name == "test_batch" else per_batch, seed=i)
-        entry = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                 b"filenames": [f"img_{j}.png".encode() for j in range(len(labels))]}
+        entry = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [f"img_{j}.png".encode() for j in range(len(labels))],
+        }
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
         written[name] = (data, labels)
-    meta = {b"label_names": [c.encode() for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")],
-            b"num_cases_per_batch": per_batch, b"num_vis": 3072}
+    meta = {
+        b"label_names": [c.encode() for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")],
+        b"num_cases_per_batch": per_batch,
+        b"num_vis": 3072,
+    }
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return written
 
@@ -75,7 +84,9 @@ def test_cifar10_accepts_the_batches_directory_itself_and_resizes(tmp_path):
 
 def test_cifar10_trains_convnet_through_the_cli(zoo, tmp_path):
     write_cifar(tmp_path / "cifar")
-    r = zoo("train", "convnet", "--data", f"cifar10:{tmp_path / 'cifar'}", "--max-steps", "1", "--out", tmp_path / "run", "--progress", "none")
+    r = zoo(
+        "train", "convnet", "--data", f"cifar10:{tmp_path / 'cifar'}", "--max-steps", "1", "--out", tmp_path / "run", "--progress", "none"
+    )
     assert r.exit_code == 0, r
 
 
@@ -101,7 +112,9 @@ def test_cifar10_missing_and_malformed(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
     with pytest.raises(DataError, match="data_batch_4 is missing"):
         zdata.load(f"cifar10:{tmp_path}", RGB01)
-    (tmp_path / "cifar-10-batches-py" / "data_batch_4").write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, protocol=2))
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").write_bytes(
+        pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, protocol=2)
+    )
     with pytest.raises(DataError, match="rows of 3072"):
         zdata.load(f"cifar10:{tmp_path}", RGB01)
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").write_bytes(b"\x80\x02}q\x00(X")  # cut off mid-pickle

@@ -55,8 +55,21 @@ def write_pairs(root, n_train=3, n_val=2, height=40):
 def test_train_on_pix2pix_folder_btoa(zoo, tmp_path):
     write_pairs(tmp_path / "facades")
     out = tmp_path / "run"
-    r = zoo("train", "pix2pix", "--data", f"pix2pix:{tmp_path / 'facades'}", "--direction", "BtoA",
-            "--max-steps", "2", *TINY, "--out", out, "--progress", "none")
+    r = zoo(
+        "train",
+        "pix2pix",
+        "--data",
+        f"pix2pix:{tmp_path / 'facades'}",
+        "--direction",
+        "BtoA",
+        "--max-steps",
+        "2",
+        *TINY,
+        "--out",
+        out,
+        "--progress",
+        "none",
+    )
     assert r.exit_code == 0, r
     assert json.loads((out / "config.json").read_text())["config"]["direction"] == "BtoA"
     assert (out / "samples" / "epoch_001.png").is_file()
@@ -137,7 +150,9 @@ def test_train_step_updates_both_networks_and_logs_every_loss():
     optimizers = trainer.configure_optimizers()
     assert list(optimizers) == ["discriminator", "generator"]
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    batch = trainer.augment({"A": torch.rand(1, 3, 72, 72) * 2 - 1, "B": torch.rand(1, 3, 72, 72) * 2 - 1}, torch.Generator().manual_seed(0))
+    batch = trainer.augment(
+        {"A": torch.rand(1, 3, 72, 72) * 2 - 1, "B": torch.rand(1, 3, 72, 72) * 2 - 1}, torch.Generator().manual_seed(0)
+    )
     losses = trainer.train_step(batch, optimizers, 0)
     assert set(losses) == {"loss_d", "loss_d_real", "loss_d_fake", "loss_g_gan", "loss_g_l1"}
     assert float(losses["loss_d"]) == pytest.approx(0.5 * float(losses["loss_d_real"] + losses["loss_d_fake"]))
@@ -241,10 +256,23 @@ class ReferenceLevel(nn.Module):
         if outermost:
             layers = [down, sub, nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn.Tanh()]
         elif innermost:
-            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]
+            layers = [
+                nn.LeakyReLU(0.2, True),
+                down,
+                nn.ReLU(True),
+                nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(outer),
+            ]
         else:
-            layers = [nn.LeakyReLU(0.2, True), down, nn.BatchNorm2d(inner), sub, nn.ReLU(True),
-                      nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]
+            layers = [
+                nn.LeakyReLU(0.2, True),
+                down,
+                nn.BatchNorm2d(inner),
+                sub,
+                nn.ReLU(True),
+                nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(outer),
+            ]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):

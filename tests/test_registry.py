@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import readme_block, registry_plugins
 
 
@@ -96,7 +95,7 @@ def test_env_var_narrows_loading(zoo, monkeypatch):
 
 def test_readme_third_party_plugin_is_discovered_and_trains(zoo, install_dist, tmp_path):
     """The README's 'Write a plugin' example, installed as its own distribution."""
-    source = readme_block("python", "name=\"mlp\"")
+    source = readme_block("python", 'name="mlp"')
     pyproject = readme_block("toml", "zoo.plugins")
     assert 'mlp = "zoo_mlp:plugin"' in pyproject
     install_dist("zoo-mlp", "0.1.0", {"zoo_mlp": source}, {"mlp": "zoo_mlp:plugin"})

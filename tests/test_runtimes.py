@@ -59,7 +59,11 @@ def tiny_model() -> TinyGenerator:
 def tiny_metadata(fmt: str, device: str = "cpu") -> dict:
     """The zoo.json document, with the keys and shapes `zoo export` writes."""
     return {
-        "plugin": "tiny", "plugin_version": "0", "target": "generator", "format": fmt, "zoo_version": "0.1.0",
+        "plugin": "tiny",
+        "plugin_version": "0",
+        "target": "generator",
+        "format": fmt,
+        "zoo_version": "0.1.0",
         "torch_version": torch.__version__,
         "inputs": [
             {"name": "z", "shape": ["batch", LATENT], "dtype": "float32", "range": "standard normal noise"},
@@ -69,7 +73,11 @@ def tiny_metadata(fmt: str, device: str = "cpu") -> dict:
             {"name": "image", "shape": ["batch", 1, SIDE, SIDE], "dtype": "float32", "range": "[-1, 1]", "value_range": [-1.0, 1.0]},
             {"name": "score", "shape": ["batch"], "dtype": "float32", "range": "unbounded"},
         ],
-        "checkpoint_sha256": None, "exported_with": "tests/test_runtimes.py", "rtol": RTOL, "atol": ATOL, "device": device,
+        "checkpoint_sha256": None,
+        "exported_with": "tests/test_runtimes.py",
+        "rtol": RTOL,
+        "atol": ATOL,
+        "device": device,
     }
 
 
@@ -102,16 +110,26 @@ def write_artifact(out: Path, fmt: str, device: str = "cpu") -> Path:
         elif fmt == "onnx":
             import onnx
 
-            torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, input_names=["z", "label"],
-                              output_names=["image", "score"], dynamic_shapes=({0: batch}, {0: batch}), verbose=False)
+            torch.onnx.export(
+                model,
+                example,
+                str(path),
+                dynamo=True,
+                external_data=False,
+                input_names=["z", "label"],
+                output_names=["image", "score"],
+                dynamic_shapes=({0: batch}, {0: batch}),
+                verbose=False,
+            )
             proto = onnx.load(str(path))
             entry = proto.metadata_props.add()
             entry.key, entry.value = "zoo.json", meta
             onnx.save(proto, str(path))
         else:
             program = torch.export.export(model, example, dynamic_shapes=({0: batch}, {0: batch}))
-            torch._inductor.aoti_compile_and_package(program, package_path=str(path),
-                                                     inductor_configs={"aot_inductor.metadata": {"zoo.json": meta}})
+            torch._inductor.aoti_compile_and_package(
+                program, package_path=str(path), inductor_configs={"aot_inductor.metadata": {"zoo.json": meta}}
+            )
     return path
 
 
@@ -259,13 +277,25 @@ def test_explicit_input_files_and_summary(runtime, fmt, artifacts, command, tmp_
     inputs = tiny_inputs(3)
     np.save(tmp_path / "noise.npy", inputs["z"])
     np.save(tmp_path / "classes.npy", inputs["label"])
-    proc = subprocess.run([*command(runtime), str(artifacts[fmt]), f"z={tmp_path / 'noise.npy'}", f"label={tmp_path / 'classes.npy'}",
-                           "--outputs", str(tmp_path / "out")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            *command(runtime),
+            str(artifacts[fmt]),
+            f"z={tmp_path / 'noise.npy'}",
+            f"label={tmp_path / 'classes.npy'}",
+            "--outputs",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["format"] == fmt and summary["device"] == "cpu"
-    assert summary["outputs"] == [{"name": "image", "shape": [3, 1, SIDE, SIDE], "dtype": "float32"},
-                                  {"name": "score", "shape": [3], "dtype": "float32"}]
+    assert summary["outputs"] == [
+        {"name": "image", "shape": [3, 1, SIDE, SIDE], "dtype": "float32"},
+        {"name": "score", "shape": [3], "dtype": "float32"},
+    ]
     np.testing.assert_allclose(np.load(tmp_path / "out" / "image.npy"), eager(inputs)["image"], rtol=RTOL, atol=ATOL)
 
 
@@ -305,8 +335,11 @@ def test_bad_inputs_give_one_line(runtime, fmt, case, artifacts, command, tmp_pa
     change, message = BAD_INPUTS[case]
     inputs = change(tiny_inputs(2))
     in_dir = save_inputs(tmp_path / "in", inputs)
-    proc = subprocess.run([*command(runtime), str(artifacts[fmt]), "--inputs", str(in_dir), "--outputs", str(tmp_path / "out")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [*command(runtime), str(artifacts[fmt]), "--inputs", str(in_dir), "--outputs", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     line = one_line_failure(proc, runtime)
     assert message in line
     assert not (tmp_path / "out").exists()  # nothing written on failure
@@ -356,7 +389,9 @@ def test_cpp_refuses_files_that_are_not_its_models(artifacts, command, tmp_path)
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(tiny_model()), str(no_metadata))
         exported_program = tmp_path / "program.pt2"
-        torch.export.save(torch.export.export(tiny_model(), tuple(torch.from_numpy(a) for a in tiny_inputs(2).values())), str(exported_program))
+        torch.export.save(
+            torch.export.export(tiny_model(), tuple(torch.from_numpy(a) for a in tiny_inputs(2).values())), str(exported_program)
+        )
     cases = {
         artifacts["onnx"]: "tiny.onnx looks like an ONNX model: zoo-run runs .torchscript and .pt2 files",
         save_inputs(tmp_path / "in", tiny_inputs(2)) / "z.npy": "z.npy is not a TorchScript or .pt2 file (not a zip archive)",
@@ -419,10 +454,14 @@ def test_cuda_pt2_on_a_cpu_machine_is_refused(artifacts, command, tmp_path):
     save_inputs(tmp_path / "in", tiny_inputs(2))
     proc = subprocess.run([*command("cpp"), str(pt2), "--inputs", str(tmp_path / "in")], capture_output=True, text=True)
     assert one_line_failure(proc, "cpp") == (
-        "zoo-run: tiny.cuda.pt2 was compiled for CUDA and this machine has no CUDA device: export a .pt2 for cpu to run it here")
+        "zoo-run: tiny.cuda.pt2 was compiled for CUDA and this machine has no CUDA device: export a .pt2 for cpu to run it here"
+    )
     # Only the zoo metadata saying cuda is refused the same way.
-    only_zoo = rewrite_pt2(artifacts["pt2"], tmp_path / "only-zoo.pt2", metadata=lambda m: {
-        **m, "zoo.json": json.dumps({**json.loads(m["zoo.json"]), "device": "cuda"})})
+    only_zoo = rewrite_pt2(
+        artifacts["pt2"],
+        tmp_path / "only-zoo.pt2",
+        metadata=lambda m: {**m, "zoo.json": json.dumps({**json.loads(m["zoo.json"]), "device": "cuda"})},
+    )
     with pytest.raises(ZooError, match="compiled for CUDA and this machine has no CUDA device"):
         runtimes.run("cpp", only_zoo, tiny_inputs(2))
 
@@ -442,8 +481,12 @@ def test_broken_pt2_library_gives_one_line_and_leaves_no_files(artifacts, comman
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
     save_inputs(tmp_path / "in", tiny_inputs(2))
-    proc = subprocess.run([*command("cpp"), str(pt2), "--inputs", str(tmp_path / "in")], capture_output=True, text=True,
-                          env={**os.environ, "TMPDIR": str(scratch)})
+    proc = subprocess.run(
+        [*command("cpp"), str(pt2), "--inputs", str(tmp_path / "in")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
     assert one_line_failure(proc, "cpp").startswith("zoo-run: cannot load broken.pt2: ")
     assert list(scratch.iterdir()) == []
 
@@ -466,8 +509,9 @@ def test_cpp_example_writes_the_generated_image(fmt, artifacts, zoo_run, tmp_pat
     which matches torch's in Python for the same seed, so the expected image is known exactly."""
     seed, label = 3, 2
     out = tmp_path / "sample.pgm"
-    proc = subprocess.run([str(zoo_run.parent / "generate_image"), str(artifacts[fmt]), str(out), str(seed), str(label)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(zoo_run.parent / "generate_image"), str(artifacts[fmt]), str(out), str(seed), str(label)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     torch.manual_seed(seed)
     z = torch.randn(1, LATENT)
@@ -505,8 +549,18 @@ def js_normals(seed: int, count: int) -> np.ndarray:
 def test_node_example_writes_the_generated_image(artifacts, node_script, tmp_path):
     seed, label = 7, 1
     out = tmp_path / "sample.pgm"
-    proc = subprocess.run([shutil.which("node") or "node", str(node_script.parent / "examples" / "generate-image.js"),
-                           str(artifacts["onnx"]), str(out), str(seed), str(label)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            shutil.which("node") or "node",
+            str(node_script.parent / "examples" / "generate-image.js"),
+            str(artifacts["onnx"]),
+            str(out),
+            str(seed),
+            str(label),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     image = eager({"z": js_normals(seed, LATENT)[None], "label": np.full(1, label, np.int64)})["image"][0, 0]
     expected = np.clip(np.round((image + 1) / 2 * 255), 0, 255).astype(int)
@@ -544,8 +598,21 @@ def test_zoo_export_artifacts_run_natively(zoo, zoo_run, node_script, tmp_path):
     import onnxruntime
 
     out = tmp_path / "vae"
-    r = zoo("export", "vae", "--random-init", "--target", "decoder", "--all-formats", "--device", "cpu",
-            "--batch-sizes", "1", "--no-latency", "--out", out)
+    r = zoo(
+        "export",
+        "vae",
+        "--random-init",
+        "--target",
+        "decoder",
+        "--all-formats",
+        "--device",
+        "cpu",
+        "--batch-sizes",
+        "1",
+        "--no-latency",
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r
     manifest = json.loads((out / "export.json").read_text())
     formats = {a["format"] for a in manifest["artifacts"]}
@@ -554,8 +621,9 @@ def test_zoo_export_artifacts_run_natively(zoo, zoo_run, node_script, tmp_path):
         path = out / artifact["path"]
         meta = runtimes.metadata("cpp" if artifact["format"] != "onnx" else "node", path)
         gen = torch.Generator().manual_seed(1)
-        inputs = {s["name"]: torch.randn(*[3 if isinstance(d, str) else d for d in s["shape"]], generator=gen).numpy()
-                  for s in meta["inputs"]}
+        inputs = {
+            s["name"]: torch.randn(*[3 if isinstance(d, str) else d for d in s["shape"]], generator=gen).numpy() for s in meta["inputs"]
+        }
         if artifact["format"] == "onnx":
             got = runtimes.run("node", path, inputs)
             want = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, inputs)

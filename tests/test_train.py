@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import registry_plugins
+from conftest import one_line_error, registry_plugins
 
 
 def records(run: Path) -> list[dict]:
@@ -101,14 +100,6 @@ def test_resume_refuses_changed_hyperparameters(zoo, tmp_path):
 # --------------------------------------------------------------------------- bad input
 
 
-def one_line_error(r, code: int) -> str:
-    assert r.exit_code == code, r
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("epochs", ["0", "-3"])
 def test_epochs_must_be_positive(zoo, epochs):
     assert "--epochs must be at least 1" in one_line_error(zoo("train", "vae", "--epochs", epochs), 2)
@@ -185,7 +176,7 @@ def test_resume_refuses_a_pickle_that_runs_code(zoo, tmp_path):
     assert not marker.exists()
 
 
-FAULTY = '''
+FAULTY = """
 from dataclasses import dataclass
 import torch
 from torch import nn
@@ -220,7 +211,7 @@ class Faulty(Trainer):
 plugin = Plugin(name="faulty", summary="fails on purpose", task="classification", config_class=Config,
                 build=lambda c: nn.Linear(64, 10), trainer_class=Faulty,
                 data_request=lambda c: DataRequest(size=8), default_dataset="digits", datasets=("digits",))
-'''
+"""
 
 
 @pytest.mark.parametrize("fault,code,message", [("nan", 1, "became nan at step 5"), ("interrupt", 130, "interrupted at step 4")])
@@ -260,7 +251,7 @@ def test_unwritable_out_directory(zoo, tmp_path):
 def test_progress_lines_when_not_a_terminal(zoo, tmp_path):
     r = zoo("train", "convnet", "--epochs", "2", "--out", tmp_path / "r")
     assert r.exit_code == 0
-    epoch_lines = [l for l in r.stdout.splitlines() if l.startswith("epoch=")]
+    epoch_lines = [line for line in r.stdout.splitlines() if line.startswith("epoch=")]
     assert len(epoch_lines) == 2 and "val_accuracy=" in epoch_lines[0]
 
 

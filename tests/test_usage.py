@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import one_line_error
 from PIL import Image
 
 from zoo import get_plugin, list_plugins
@@ -33,7 +34,9 @@ def trained(tmp_path_factory, shared_home):
             out = root / name
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("ZOO_HOME", str(shared_home))
-                r = CliRunner().invoke(cli, ["train", name, "--max-steps", "1", "--batch-size", "4", "--out", str(out), "--progress", "none"])
+                r = CliRunner().invoke(
+                    cli, ["train", name, "--max-steps", "1", "--batch-size", "4", "--out", str(out), "--progress", "none"]
+                )
             assert r.exit_code == 0, r.output
             made[name] = out / "last.pt"
         return made[name]
@@ -44,14 +47,6 @@ def trained(tmp_path_factory, shared_home):
 def _pixels(path):
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"), dtype=np.int16)
-
-
-def _one_line_error(r, code, *needles):
-    assert r.exit_code == code, r
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 # --------------------------------------------------------------------------- sample
@@ -83,7 +78,7 @@ def test_sample_uses_the_newest_run(zoo, trained, tmp_path):
 
 
 def test_sample_without_a_model_says_to_train(zoo):
-    _one_line_error(zoo("sample", "gan", "-o", "grid.png"), 2, "zoo train gan", "--weights")
+    one_line_error(zoo("sample", "gan", "-o", "grid.png"), 2, "zoo train gan", "--weights")
 
 
 def test_sample_from_a_weights_file(zoo, trained, tmp_path):
@@ -95,7 +90,9 @@ def test_sample_from_a_weights_file(zoo, trained, tmp_path):
     state = torch.load(trained("dcgan"), weights_only=True)
     generator = {k: v.contiguous() for k, v in state["model"].items() if k.startswith("generator.")}
     path = tmp_path / "dcgan-generator.safetensors"
-    save_file(generator, str(path), metadata={"zoo": json.dumps({"plugin": "dcgan", "config": state["config"], "components": ["generator"]})})
+    save_file(
+        generator, str(path), metadata={"zoo": json.dumps({"plugin": "dcgan", "config": state["config"], "components": ["generator"]})}
+    )
     assert zoo("sample", "dcgan", "--weights", path, "-n", "4", "-o", "w.png").exit_code == 0
     assert zoo("sample", "dcgan", "--checkpoint", trained("dcgan"), "-n", "4", "-o", "c.png").exit_code == 0
     assert np.array_equal(_pixels(tmp_path / "w.png"), _pixels(tmp_path / "c.png"))
@@ -113,22 +110,22 @@ def test_sample_from_an_artifact_matches_eager(zoo, trained, tmp_path, fmt):
     assert zoo("sample", "cgan", "--checkpoint", ckpt, "-n", "20", "--seed", "3", "-o", "e.png").exit_code == 0
     assert np.abs(_pixels(tmp_path / "a.png") - _pixels(tmp_path / "e.png")).max() <= 1
     r = zoo("sample", "gan", "--artifact", artifact, "-o", "x.png")
-    _one_line_error(r, 2, "cgan:generator", "not gan:generator")
+    one_line_error(r, 2, "cgan:generator", "not gan:generator")
 
 
 def test_sample_bad_input(zoo, trained, tmp_path):
     gan, cgan = trained("gan"), trained("cgan")
-    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "--label", "3", "-o", "x.png"), 2, "not conditional")
-    _one_line_error(zoo("sample", "cgan", "--checkpoint", cgan, "--label", "10", "-o", "x.png"), 2, "0 to 9")
-    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-n", "0", "-o", "x.png"), 2, "-n")
-    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-o", "x.jpg"), 2, ".png")
-    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "--weights", "DEFAULT", "-o", "x.png"), 2, "--checkpoint and --weights")
-    _one_line_error(zoo("sample", "gan", "--checkpoint", cgan, "-o", "x.png"), 1, "cgan", "not 'gan'")
-    _one_line_error(zoo("sample", "gan", "--checkpoint", tmp_path / "missing.pt", "-o", "x.png"), 1, "does not exist")
-    _one_line_error(zoo("sample", "convnet", "-o", "x.png"), 2, "does not sample", "gan")
-    _one_line_error(zoo("sample", "nosuch", "-o", "x.png"), 2, "unknown plugin")
+    one_line_error(zoo("sample", "gan", "--checkpoint", gan, "--label", "3", "-o", "x.png"), 2, "not conditional")
+    one_line_error(zoo("sample", "cgan", "--checkpoint", cgan, "--label", "10", "-o", "x.png"), 2, "0 to 9")
+    one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-n", "0", "-o", "x.png"), 2, "-n")
+    one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-o", "x.jpg"), 2, ".png")
+    one_line_error(zoo("sample", "gan", "--checkpoint", gan, "--weights", "DEFAULT", "-o", "x.png"), 2, "--checkpoint and --weights")
+    one_line_error(zoo("sample", "gan", "--checkpoint", cgan, "-o", "x.png"), 1, "cgan", "not 'gan'")
+    one_line_error(zoo("sample", "gan", "--checkpoint", tmp_path / "missing.pt", "-o", "x.png"), 1, "does not exist")
+    one_line_error(zoo("sample", "convnet", "-o", "x.png"), 2, "does not sample", "gan")
+    one_line_error(zoo("sample", "nosuch", "-o", "x.png"), 2, "unknown plugin")
     (tmp_path / "blocked").write_text("a file where a directory should be")
-    _one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-o", tmp_path / "blocked" / "x.png"), 2, "cannot write")
+    one_line_error(zoo("sample", "gan", "--checkpoint", gan, "-o", tmp_path / "blocked" / "x.png"), 2, "cannot write")
     assert not list(tmp_path.glob("x.*"))
 
 
@@ -171,14 +168,14 @@ def test_predict_bad_input(zoo, trained, digit_files, tmp_path):
     ckpt = trained("convnet")
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    _one_line_error(zoo("predict", "convnet", digit_files[0], text, "--checkpoint", ckpt), 1, str(text))
+    one_line_error(zoo("predict", "convnet", digit_files[0], text, "--checkpoint", ckpt), 1, str(text))
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(digit_files[0].read_bytes()[:60])
-    _one_line_error(zoo("predict", "convnet", truncated, "--checkpoint", ckpt), 1, str(truncated))
-    _one_line_error(zoo("predict", "convnet", tmp_path / "missing.png", "--checkpoint", ckpt), 1, "missing.png")
+    one_line_error(zoo("predict", "convnet", truncated, "--checkpoint", ckpt), 1, str(truncated))
+    one_line_error(zoo("predict", "convnet", tmp_path / "missing.png", "--checkpoint", ckpt), 1, "missing.png")
     (tmp_path / "empty").mkdir()
-    _one_line_error(zoo("predict", "convnet", tmp_path / "empty", "--checkpoint", ckpt), 1, "no images")
-    _one_line_error(zoo("predict", "gan", digit_files[0]), 2, "zoo sample")
+    one_line_error(zoo("predict", "convnet", tmp_path / "empty", "--checkpoint", ckpt), 1, "no images")
+    one_line_error(zoo("predict", "gan", digit_files[0]), 2, "zoo sample")
 
 
 @pytest.mark.skipif(not IMAGE_TO_IMAGE, reason="no image-to-image plugin is installed")
@@ -196,8 +193,8 @@ def test_predict_translates_images(zoo, trained, digit_files, tmp_path, name):
     r = zoo("predict", name, *digit_files, "--checkpoint", ckpt, "-o", tmp_path / "many", "--json")
     assert r.exit_code == 0, r
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(f"{p.stem}.png" for p in digit_files)
-    _one_line_error(zoo("predict", name, *digit_files, "--checkpoint", ckpt, "-o", tmp_path / "x.png"), 2, "directory")
-    _one_line_error(zoo("predict", name, *digit_files, "--checkpoint", ckpt), 2, "-o")
+    one_line_error(zoo("predict", name, *digit_files, "--checkpoint", ckpt, "-o", tmp_path / "x.png"), 2, "directory")
+    one_line_error(zoo("predict", name, *digit_files, "--checkpoint", ckpt), 2, "-o")
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -228,7 +225,7 @@ def test_evaluate_finds_the_newest_convnet(zoo, trained, tmp_path):
 
 
 def test_evaluate_bad_input(zoo, trained):
-    _one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan")), 2, "zoo train convnet", "--classifier")
-    _one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan"), "--classifier", trained("vae")), 2, "vae", "classifier")
-    _one_line_error(zoo("evaluate", "convnet", "--classifier", trained("convnet")), 2, "does not sample")
-    _one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan"), "--classifier", trained("convnet"), "-n", "0"), 2, "-n")
+    one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan")), 2, "zoo train convnet", "--classifier")
+    one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan"), "--classifier", trained("vae")), 2, "vae", "classifier")
+    one_line_error(zoo("evaluate", "convnet", "--classifier", trained("convnet")), 2, "does not sample")
+    one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan"), "--classifier", trained("convnet"), "-n", "0"), 2, "-n")

@@ -18,22 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line_error, registry_plugins
 from torch import nn
 
-from conftest import registry_plugins
-from zoo import checkpoint, get_plugin
+from zoo import checkpoint, get_plugin, models
 from zoo import weights as zweights
-from zoo import models
 from zoo.plugin import Weights
-
-
-def one_line_error(r, code, *needles):
-    assert r.exit_code == code, r
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    assert "Traceback" not in r.stderr
 
 
 def cache_files(plugin: str = "tinyw") -> list[str]:
@@ -463,11 +453,13 @@ def test_a_corrupt_cache_file_is_downloaded_again(zoo, tiny, server, tmp_path, m
 def test_file_urls_and_packaged_files(zoo, tiny, tmp_path, monkeypatch):
     local, sha = tiny.file(tmp_path / "elsewhere" / "tiny.safetensors", tiny.state(seed=3))
     packaged, packaged_sha = tiny.file(tiny.site / "weights" / "tinyw-pkg.safetensors", tiny.state(seed=5))
-    tiny.publish([
-        Weights("LOCAL", local.as_uri(), sha, {}),
-        Weights("PACKAGED", "package:tinyw-pkg.safetensors", packaged_sha, {}),
-        Weights("LOST", "package:tinyw-lost.safetensors", "0" * 64, {}),
-    ])
+    tiny.publish(
+        [
+            Weights("LOCAL", local.as_uri(), sha, {}),
+            Weights("PACKAGED", "package:tinyw-pkg.safetensors", packaged_sha, {}),
+            Weights("LOST", "package:tinyw-lost.safetensors", "0" * 64, {}),
+        ]
+    )
     monkeypatch.setenv("ZOO_OFFLINE", "1")  # neither needs the network
     assert zweights.read(tiny.plugin, "LOCAL").path.parent == Path(os.environ["ZOO_HOME"]) / "weights" / "tinyw"
     assert zweights.read(tiny.plugin, "PACKAGED").path == packaged.resolve()
@@ -524,12 +516,17 @@ def test_strict_loading_lists_every_problem_on_one_line(zoo, tmp_path):
     del state["fc4.bias"]
     state["extra.weight"] = torch.zeros(3)
     torch.save(state, tmp_path / "other.pth")
-    one_line_error(zoo("weights", "import", "vae", tmp_path / "other.pth"), 1,
-                   "missing: fc4.bias", "unexpected: extra.weight", "mismatched: fc1.weight (400, 10) != (400, 784)")
+    one_line_error(
+        zoo("weights", "import", "vae", tmp_path / "other.pth"),
+        1,
+        "missing: fc4.bias",
+        "unexpected: extra.weight",
+        "mismatched: fc1.weight (400, 10) != (400, 784)",
+    )
     assert cache_files("vae") == []
     torch.save({"step": 3, "optimizer": {}}, tmp_path / "odd.pt")
     one_line_error(zoo("weights", "import", "vae", tmp_path / "odd.pt"), 1, "neither a zoo checkpoint nor a state dict", "'step'")
-    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    (tmp_path / "cut.safetensors").write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":')
     one_line_error(zoo("weights", "import", "vae", tmp_path / "cut.safetensors"), 1, "truncated or corrupt")
 
 
@@ -559,9 +556,16 @@ def test_vae_imports_a_pytorch_examples_state_dict(zoo, tmp_path):
     foreign = ExamplesVAE()
     state = foreign.state_dict()
     assert {k: tuple(v.shape) for k, v in state.items()} == {
-        "fc1.weight": (400, 784), "fc1.bias": (400,), "fc21.weight": (20, 400), "fc21.bias": (20,),
-        "fc22.weight": (20, 400), "fc22.bias": (20,), "fc3.weight": (400, 20), "fc3.bias": (400,),
-        "fc4.weight": (784, 400), "fc4.bias": (784,),
+        "fc1.weight": (400, 784),
+        "fc1.bias": (400,),
+        "fc21.weight": (20, 400),
+        "fc21.bias": (20,),
+        "fc22.weight": (20, 400),
+        "fc22.bias": (20,),
+        "fc3.weight": (400, 20),
+        "fc3.bias": (400,),
+        "fc4.weight": (784, 400),
+        "fc4.bias": (784,),
     }
     torch.save(state, tmp_path / "vae_examples.pth")
     r = zoo("weights", "import", "vae", tmp_path / "vae_examples.pth", "--name", "EXAMPLES")
@@ -572,7 +576,7 @@ def test_vae_imports_a_pytorch_examples_state_dict(zoo, tmp_path):
 
     plugin = get_plugin("vae")
     built = models.build_model(plugin, weights="EXAMPLES")
-    model, config, loaded = built.model, built.config, built.loaded
+    model, loaded = built.model, built.loaded
     assert loaded.meta["imported_kind"] == "foreign" and loaded.meta["imported_from"] == str((tmp_path / "vae_examples.pth").resolve())
     z = torch.randn(3, 20)
     with torch.no_grad():
@@ -613,11 +617,31 @@ def test_training_refuses_weights_of_another_architecture_by_name(zoo, tmp_path)
     r = zoo("train", "vae", "--latent-dim", "8", "--max-steps", "1", "--out", tmp_path / "small", "--progress", "none")
     assert r.exit_code == 0, r
     weights = tmp_path / "small" / "last.pt"
-    one_line_error(zoo("train", "vae", "--weights", weights, "--max-steps", "1"), 2,
-                   "trained with --latent-dim 8, but this model has --latent-dim 20", "pass --latent-dim 8")
+    one_line_error(
+        zoo("train", "vae", "--weights", weights, "--max-steps", "1"),
+        2,
+        "trained with --latent-dim 8, but this model has --latent-dim 20",
+        "pass --latent-dim 8",
+    )
     # Training hyperparameters may differ: lr and epochs do not change a tensor.
-    r = zoo("train", "vae", "--weights", weights, "--latent-dim", "8", "--lr", "1e-12", "--epochs", "3", "--max-steps", "1",
-            "--out", tmp_path / "ft", "--progress", "none")
+    r = zoo(
+        "train",
+        "vae",
+        "--weights",
+        weights,
+        "--latent-dim",
+        "8",
+        "--lr",
+        "1e-12",
+        "--epochs",
+        "3",
+        "--max-steps",
+        "1",
+        "--out",
+        tmp_path / "ft",
+        "--progress",
+        "none",
+    )
     assert r.exit_code == 0, r
     before = torch.load(weights, weights_only=True)["model"]
     after = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)["model"]
@@ -660,7 +684,7 @@ def test_generator_only_weights_load_per_component(tiny, tmp_path, capsys):
 
 def test_a_foreign_generator_goes_through_the_filter(zoo, tiny, tmp_path):
     trained = tiny.state(seed=1)
-    foreign = {"netG." + k[len("generator."):]: v for k, v in trained.items() if k.startswith("generator.")}
+    foreign = {"netG." + k[len("generator.") :]: v for k, v in trained.items() if k.startswith("generator.")}
     torch.save(foreign, tmp_path / "netG_epoch_24.pth")
     r = zoo("weights", "import", "tinyw", tmp_path / "netG_epoch_24.pth")
     assert r.exit_code == 0, r
@@ -680,15 +704,38 @@ def test_a_foreign_generator_goes_through_the_filter(zoo, tiny, tmp_path):
 def test_export_writes_an_entry_that_pastes_into_a_plugin(zoo, tiny, tmp_path, monkeypatch):
     r = zoo("train", "tinyw", "--max-steps", "3", "--out", tmp_path / "run", "--progress", "none", "--device", "cpu")
     assert r.exit_code == 0, r
-    r = zoo("weights", "export", "tinyw", "--checkpoint", tmp_path / "run", "-o", tmp_path / "pub", "--components", "generator",
-            "--license", "CC0-1.0")
+    r = zoo(
+        "weights",
+        "export",
+        "tinyw",
+        "--checkpoint",
+        tmp_path / "run",
+        "-o",
+        tmp_path / "pub",
+        "--components",
+        "generator",
+        "--license",
+        "CC0-1.0",
+    )
     assert r.exit_code == 0, r
     (path,) = (tmp_path / "pub").iterdir()
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert path.name == f"tinyw-digits_v1-{sha[:8]}.safetensors"
     assert f"sha256='{sha}'" in r.stdout and "source='package:" in r.stdout
-    again = zoo("weights", "export", "tinyw", "--checkpoint", tmp_path / "run" / "last.pt", "-o", tmp_path / "pub2",
-                "--components", "generator", "--license", "CC0-1.0", "--json").json()
+    again = zoo(
+        "weights",
+        "export",
+        "tinyw",
+        "--checkpoint",
+        tmp_path / "run" / "last.pt",
+        "-o",
+        tmp_path / "pub2",
+        "--components",
+        "generator",
+        "--license",
+        "CC0-1.0",
+        "--json",
+    ).json()
     assert again["sha256"] == sha  # the same run gives the same file
     meta = again["entry"]["meta"]
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -722,8 +769,11 @@ def test_export_writes_an_entry_that_pastes_into_a_plugin(zoo, tiny, tmp_path, m
 
 def test_export_refuses_what_it_cannot_describe(zoo, tiny, tmp_path):
     assert zoo("train", "tinyw", "--max-steps", "1", "--out", tmp_path / "run", "--progress", "none").exit_code == 0
-    one_line_error(zoo("weights", "export", "tinyw", "--checkpoint", tmp_path / "run", "-o", tmp_path / "o", "--components", "critic"),
-                   2, "generator, discriminator")
+    one_line_error(
+        zoo("weights", "export", "tinyw", "--checkpoint", tmp_path / "run", "-o", tmp_path / "o", "--components", "critic"),
+        2,
+        "generator, discriminator",
+    )
     one_line_error(zoo("weights", "export", "tinyw", "--checkpoint", tmp_path / "run", "-o", tmp_path / "o"), 2, "--license")
     one_line_error(zoo("weights", "export", "tinyw", "-o", tmp_path / "o"), 2, "--checkpoint")
     one_line_error(zoo("weights", "export", "vae", "--checkpoint", tmp_path / "run", "-o", tmp_path / "o"), 1, "'tinyw', not 'vae'")

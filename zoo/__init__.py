@@ -14,7 +14,7 @@ Importing `zoo` does not import torch.
 
 from zoo._registry import get_dataset, get_plugin, list_datasets, list_plugins
 from zoo.config import TrainConfig, hparam
-from zoo.data import DataInfo, DataRequest, DataSplits, Dataset, Images, Labels, TensorData, Tokens
+from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, TensorData, Tokens
 from zoo.plugin import ExportTarget, Plugin, TensorSpec, Weights
 from zoo.trainer import Progress, Schedule, Trainer
 

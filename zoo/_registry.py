@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable
+from typing import Any
 
 from zoo.errors import UsageError, ZooError
 
@@ -44,8 +45,7 @@ class Entry:
 class Registry:
     """The entries of one entry-point group, loaded once and cached."""
 
-    def __init__(self, group: str, kind: str, expected: Callable[[], type], env: str,
-                 validate: Callable[[Any], str | None] | None = None):
+    def __init__(self, group: str, kind: str, expected: Callable[[], type], env: str, validate: Callable[[Any], str | None] | None = None):
         self.group = group
         self.kind = kind  # "plugin", "dataset", ...: for messages
         self._expected = expected  # the class entries must resolve to (imported lazily)
@@ -161,8 +161,10 @@ def _check_plugin(plugin: Any) -> str | None:
             continue  # a broken dataset is reported on its own; the plugin still loads
         problems = dataset.problems_with(request)
         if problems:
-            return (f"plugin {plugin.name!r} lists dataset {name!r}, which yields {dataset.describe_yields()} "
-                    f"({'; '.join(problems)}); the plugin needs {request.describe()}")
+            return (
+                f"plugin {plugin.name!r} lists dataset {name!r}, which yields {dataset.describe_yields()} "
+                f"({'; '.join(problems)}); the plugin needs {request.describe()}"
+            )
     return None
 
 

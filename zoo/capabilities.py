@@ -20,7 +20,7 @@ def _is_image(spec: TensorSpec) -> bool:
 
 
 def sample_kind(plugin: Plugin) -> str | None:
-    """"images", "text" or None: what `zoo sample` makes for this plugin."""
+    """ "images", "text" or None: what `zoo sample` makes for this plugin."""
     if plugin.sample_target is None:
         return None
     target = plugin.target(plugin.sample_target)
@@ -32,7 +32,7 @@ def sample_kind(plugin: Plugin) -> str | None:
 
 
 def predict_kind(plugin: Plugin) -> str | None:
-    """"classes", "images" or None: what `zoo predict` does with input images."""
+    """ "classes", "images" or None: what `zoo predict` does with input images."""
     target = predict_target(plugin)
     if target is None or not target.inputs or not _is_image(target.inputs[0]):
         return None

@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from zoo.errors import CheckpointError
 
@@ -64,7 +65,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 # What `zoo train --resume` needs of a checkpoint, with the type each entry must have.
 TRAINING_KEYS: dict[str, type | tuple[type, ...]] = {
-    "config": dict, "data": str, "epoch": int, "step": int, "optimizers": dict, "rng": dict,
+    "config": dict,
+    "data": str,
+    "epoch": int,
+    "step": int,
+    "optimizers": dict,
+    "rng": dict,
 }
 RNG_KEYS = ("torch", "python", "data", "augment")
 
@@ -95,10 +101,14 @@ def load(path: str | os.PathLike, plugin: str | None = None, map_location: Any =
             if key not in state:
                 raise CheckpointError(f"checkpoint {path} has no {key!r}, so training cannot resume from it")
             if not isinstance(state[key], kind) or isinstance(state[key], bool):
-                raise CheckpointError(f"checkpoint {path}: its {key!r} entry is a {type(state[key]).__name__}, not a {getattr(kind, '__name__', kind)}")
+                raise CheckpointError(
+                    f"checkpoint {path}: its {key!r} entry is a {type(state[key]).__name__}, not a {getattr(kind, '__name__', kind)}"
+                )
         missing = [k for k in RNG_KEYS if k not in state["rng"]]
         if missing:
-            raise CheckpointError(f"checkpoint {path}: its random-generator state lacks {', '.join(missing)}, so training cannot resume exactly")
+            raise CheckpointError(
+                f"checkpoint {path}: its random-generator state lacks {', '.join(missing)}, so training cannot resume exactly"
+            )
     return state
 
 

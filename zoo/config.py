@@ -19,8 +19,9 @@ import dataclasses
 import json
 import math
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from zoo.errors import UsageError
 
@@ -37,8 +38,16 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata={"help": "learning rate of every optimizer", "bounds": {"above": 0.0}})
 
 
-def hparam(default: Any, help: str, choices: Sequence[Any] | None = None, *, at_least: float | None = None,
-           above: float | None = None, at_most: float | None = None, below: float | None = None) -> Any:
+def hparam(
+    default: Any,
+    help: str,
+    choices: Sequence[Any] | None = None,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+) -> Any:
     """A config field with its CLI help, and optionally the values it may take
     (`choices`) or its range: `hparam(0.5, "dropout", at_least=0.0, below=1.0)`."""
     meta: dict[str, Any] = {"help": help}
@@ -121,9 +130,13 @@ class Field:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "option": self.option, "type": self.type_name,
-                               "default": list(self.default) if isinstance(self.default, tuple) else self.default,
-                               "help": self.help}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "option": self.option,
+            "type": self.type_name,
+            "default": list(self.default) if isinstance(self.default, tuple) else self.default,
+            "help": self.help,
+        }
         if self.choices:
             out["choices"] = list(self.choices)
         if self.bounds:
@@ -152,8 +165,7 @@ def fields(config_class: type) -> list[Field]:
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = None
-        out.append(Field(f.name, hints.get(f.name, str), default, f.metadata.get("help", ""),
-                         f.metadata.get("choices"), bounds))
+        out.append(Field(f.name, hints.get(f.name, str), default, f.metadata.get("help", ""), f.metadata.get("choices"), bounds))
     return out
 
 
@@ -267,7 +279,9 @@ def parse_pairs(config_class: type, pairs: Sequence[str], *, plugin: str = "") -
         if not sep or not key:
             raise UsageError(f"--config {pair!r}: write NAME=VALUE, e.g. --config latent_dim=8")
         if key not in known:
-            raise UsageError(f"--config {pair!r}: {plugin or 'the plugin'} has no hyperparameter {key!r} (valid: {', '.join(sorted(known))})")
+            raise UsageError(
+                f"--config {pair!r}: {plugin or 'the plugin'} has no hyperparameter {key!r} (valid: {', '.join(sorted(known))})"
+            )
         f = known[key]
         try:
             value = parse_value(f, raw)

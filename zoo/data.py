@@ -20,9 +20,10 @@ what it asks for, and data that does not fit it (wrong shapes, labels out of ran
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from zoo.errors import DataError, UsageError
 
@@ -123,8 +124,15 @@ class DataRequest:
     `DataRequest(size=28, channels=1, value_range=(0.0, 1.0), labels=True)` is shorthand
     for `DataRequest.images(...)`: `image` tensors and their `label`."""
 
-    def __init__(self, *tensors: DataSpec, shuffle: bool = True, size: int | None = None, channels: int = 1,
-                 value_range: tuple[float, float] = (0.0, 1.0), labels: bool = True):
+    def __init__(
+        self,
+        *tensors: DataSpec,
+        shuffle: bool = True,
+        size: int | None = None,
+        channels: int = 1,
+        value_range: tuple[float, float] = (0.0, 1.0),
+        labels: bool = True,
+    ):
         if not tensors and size is not None:
             # Shorthand for the common case, `DataRequest(size=28, channels=1)`: see `images`.
             tensors = DataRequest.images(size, channels, value_range, labels).tensors
@@ -138,8 +146,14 @@ class DataRequest:
         self.shuffle = shuffle
 
     @classmethod
-    def images(cls, size: int, channels: int = 1, value_range: tuple[float, float] = (0.0, 1.0), labels: bool = True,
-               num_classes: int | None = None) -> "DataRequest":
+    def images(
+        cls,
+        size: int,
+        channels: int = 1,
+        value_range: tuple[float, float] = (0.0, 1.0),
+        labels: bool = True,
+        num_classes: int | None = None,
+    ) -> DataRequest:
         """The common case: `image` tensors, and (with `labels`) their `label`."""
         specs: list[DataSpec] = [Images("image", size=size, channels=channels, value_range=tuple(value_range))]
         if labels:
@@ -199,7 +213,7 @@ class DataInfo:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> "DataInfo":
+    def from_json(cls, data: Mapping[str, Any] | None) -> DataInfo:
         if not data:
             return cls()
         if not isinstance(data, Mapping):
@@ -224,8 +238,7 @@ class Split(Protocol):
 
     def num_batches(self, batch_size: int) -> int: ...
 
-    def batches(self, batch_size: int, generator: "torch.Generator | None" = None,
-                start: int = 0) -> Iterator[dict[str, "torch.Tensor"]]: ...
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, start: int = 0) -> Iterator[dict[str, torch.Tensor]]: ...
 
 
 @dataclass
@@ -233,25 +246,23 @@ class TensorData:
     """Named tensors sharing their first dimension (e.g. ``image`` N x C x H x W, ``label``
     N), held on the training device and batched by indexing."""
 
-    tensors: dict[str, "torch.Tensor"]
+    tensors: dict[str, torch.Tensor]
 
     def __post_init__(self) -> None:
         sizes = {name: len(t) for name, t in self.tensors.items()}
         if len(set(sizes.values())) > 1:
-            raise DataError("the tensors of a split disagree on the number of samples: "
-                            + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+            raise DataError("the tensors of a split disagree on the number of samples: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
-    def to(self, device: Any) -> "TensorData":
+    def to(self, device: Any) -> TensorData:
         return TensorData({k: v.to(device, non_blocking=True) for k, v in self.tensors.items()})
 
-    def index(self, idx: "torch.Tensor") -> dict[str, "torch.Tensor"]:
+    def index(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v[idx] for k, v in self.tensors.items()}
 
-    def batches(self, batch_size: int, generator: "torch.Generator | None" = None,
-                start: int = 0) -> Iterator[dict[str, "torch.Tensor"]]:
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """Batches in a shuffled order drawn from `generator` (in order without one),
         from batch number `start` on: the order is drawn whole either way, so a run
         resumed in the middle of an epoch sees the rest of the same order."""
@@ -278,7 +289,7 @@ class DataSplits:
     info: DataInfo = field(default_factory=DataInfo)
     details: dict[str, Any] = field(default_factory=dict)
 
-    def to(self, device: Any) -> "DataSplits":
+    def to(self, device: Any) -> DataSplits:
         return DataSplits(self.name, self.train.to(device), self.val.to(device), self.info, self.details)
 
 
@@ -390,8 +401,10 @@ def check_splits(spec: str, splits: DataSplits, request: DataRequest, plugin: st
             if isinstance(need, Labels) and need.num_classes is not None and t.numel():
                 low, high = int(t.min()), int(t.max())
                 if low < 0 or high >= need.num_classes:
-                    raise DataError(f"--data {spec}: {split_name} labels run {low}..{high}, but {plugin} predicts "
-                                    f"{need.num_classes} classes (labels 0..{need.num_classes - 1})")
+                    raise DataError(
+                        f"--data {spec}: {split_name} labels run {low}..{high}, but {plugin} predicts "
+                        f"{need.num_classes} classes (labels 0..{need.num_classes - 1})"
+                    )
     for need in request.tensors:
         if isinstance(need, Labels) and need.num_classes is not None and info.num_classes is not None:
             if info.num_classes > need.num_classes:
@@ -401,7 +414,7 @@ def check_splits(spec: str, splits: DataSplits, request: DataRequest, plugin: st
 # --------------------------------------------------------------------------- helpers for datasets
 
 
-def to_request(images: "torch.Tensor", spec: Images) -> "torch.Tensor":
+def to_request(images: torch.Tensor, spec: Images) -> torch.Tensor:
     """uint8 or [0, 1] float images N x C x H x W -> float32 in spec.value_range, resized
     to spec.size and converted to spec.channels (grey <-> RGB)."""
     import torch
@@ -425,7 +438,7 @@ def to_request(images: "torch.Tensor", spec: Images) -> "torch.Tensor":
     return (x * (hi - lo) + lo).contiguous()
 
 
-def cached(name: str, build: Callable[[], dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
+def cached(name: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Prepared tensors cached under $ZOO_HOME/data (written atomically, read weights_only)."""
     import torch
 

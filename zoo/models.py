@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from zoo import config as zconfig
 from zoo.data import DataInfo
@@ -84,9 +85,18 @@ def data_info_for(plugin: Plugin, config: Any, data: str | None = None) -> DataI
     return zdata.load(data or plugin.default_dataset, plugin.data_request(config), plugin=plugin.name).info
 
 
-def build_model(plugin: Plugin, *, checkpoint: str | None = None, weights: str | None = None, random_init: bool = False,
-                seed: int = 0, overrides: dict[str, Any] | None = None, data: str | None = None,
-                latest: bool = True, log: Log = _quiet) -> Built:
+def build_model(
+    plugin: Plugin,
+    *,
+    checkpoint: str | None = None,
+    weights: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    data: str | None = None,
+    latest: bool = True,
+    log: Log = _quiet,
+) -> Built:
     """The model `plugin` builds from exactly one source of weights, in eval mode on the
     CPU. With no source, the newest `zoo train` run of the plugin (when `latest`)."""
     import torch

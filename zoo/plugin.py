@@ -11,8 +11,9 @@ follows from what it provides: `zoo.capabilities`.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.config import TrainConfig, check_config_class, hparam
 from zoo.data import DataRequest
@@ -88,10 +89,10 @@ class ExportTarget:
     """
 
     name: str
-    module: Callable[["nn.Module"], "nn.Module"]
+    module: Callable[[nn.Module], nn.Module]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    example_inputs: Callable[..., tuple["torch.Tensor", ...]]
+    example_inputs: Callable[..., tuple[torch.Tensor, ...]]
     # fp32 parity tolerances; a plugin loosens them only with a comment saying why.
     rtol: float = 1e-4
     atol: float = 1e-5
@@ -153,8 +154,10 @@ class ExportTarget:
         for axis in self.dynamic_axes:
             values = tuple(sizes.get(axis, ()))
             if len(values) < 2:
-                raise ValueError(f"export target {self.name!r}: dynamic axis {axis!r} needs axis_sizes with its export size "
-                                 f"and at least one other valid size, e.g. axis_sizes={{{axis!r}: (64, 17)}}")
+                raise ValueError(
+                    f"export target {self.name!r}: dynamic axis {axis!r} needs axis_sizes with its export size "
+                    f"and at least one other valid size, e.g. axis_sizes={{{axis!r}: (64, 17)}}"
+                )
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
                 raise ValueError(f"export target {self.name!r}: axis_sizes[{axis!r}] must be positive ints, not {values!r}")
             out[axis] = values
@@ -164,8 +167,9 @@ class ExportTarget:
         """The export size of every non-batch dynamic axis."""
         return {axis: sizes[0] for axis, sizes in self.sizes_of_axes(config).items()}
 
-    def make_inputs(self, config: Any, batch: int, generator: "torch.Generator",
-                    sizes: Mapping[str, int] | None = None) -> tuple["torch.Tensor", ...]:
+    def make_inputs(
+        self, config: Any, batch: int, generator: torch.Generator, sizes: Mapping[str, int] | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """`example_inputs` at `batch` (and, for targets with dynamic axes, at `sizes`,
         default: the export sizes)."""
         if self.dynamic_axes:
@@ -217,7 +221,7 @@ class Plugin:
     # config -> nn.Module, or (config, data_info) -> nn.Module when the model's shape
     # depends on the data (its classes, its vocabulary: `zoo.data.DataInfo`). A GAN's
     # module holds generator and discriminator.
-    build: Callable[..., "nn.Module"]
+    build: Callable[..., nn.Module]
     trainer_class: type[Trainer]
     data_request: Callable[[Any], DataRequest]
     default_dataset: str
@@ -235,7 +239,7 @@ class Plugin:
     # and how to make its inputs: (config, n, label or None, generator) -> input tensors.
     # `zoo sample` runs it eagerly or from an exported artifact with the same inputs.
     sample_target: str | None = None
-    sample_inputs: Callable[[Any, int, int | None, "torch.Generator"], tuple["torch.Tensor", ...]] | None = None
+    sample_inputs: Callable[[Any, int, int | None, torch.Generator], tuple[torch.Tensor, ...]] | None = None
     # The export target `zoo predict` runs on input images: class scores out make it a
     # classifier (classes named by the data's DataInfo), images out an image translator.
     predict_target: str | None = None
@@ -277,7 +281,7 @@ class Plugin:
     def config(self, **overrides: Any) -> Any:
         return self.config_class(**overrides)
 
-    def instantiate(self, config: Any, data_info: Any = None) -> "nn.Module":
+    def instantiate(self, config: Any, data_info: Any = None) -> nn.Module:
         """The model for `config` (and the data's `DataInfo` where `build` takes it):
         the one place `build` is called."""
         if self.build_takes_data:

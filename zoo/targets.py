@@ -11,7 +11,8 @@ the document every artifact's metadata starts from.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from zoo.errors import ZooError
 from zoo.plugin import BATCH_AXIS, ExportTarget, TensorSpec
@@ -54,7 +55,9 @@ def _changed_dims(a: Sequence[int], b: Sequence[int]) -> list[int]:
 def _check_specs(target: ExportTarget, kind: str, specs: Sequence[TensorSpec], small: Sequence[Any], large: Sequence[Any]) -> None:
     for spec, t_small, t_large in zip(specs, small, large):
         if _dtype(t_small) != spec.dtype:
-            raise TargetError(f"target {target.name!r} {kind} {spec.name!r} is declared {spec.dtype} but the example gives {_dtype(t_small)}")
+            raise TargetError(
+                f"target {target.name!r} {kind} {spec.name!r} is declared {spec.dtype} but the example gives {_dtype(t_small)}"
+            )
         if t_small.dim() != t_large.dim():
             raise TargetError(f"target {target.name!r} {kind} {spec.name!r} changes rank with the batch size")
         changed = _changed_dims(t_small.shape, t_large.shape)
@@ -63,8 +66,10 @@ def _check_specs(target: ExportTarget, kind: str, specs: Sequence[TensorSpec], s
             where = f"dimension {changed[0]}" if len(changed) == 1 else ("no dimension" if not changed else f"dimensions {changed}")
             declared = "no batch axis" if spec.batch_axis is None else f"batch_axis={spec.batch_axis}"
             hint = f"; set TensorSpec({spec.name!r}, batch_axis={changed[0]})" if len(changed) == 1 else ""
-            raise TargetError(f"target {target.name!r} {kind} {spec.name!r}: the size that follows the batch is {where}, "
-                              f"but the spec says {declared}{hint}")
+            raise TargetError(
+                f"target {target.name!r} {kind} {spec.name!r}: the size that follows the batch is {where}, "
+                f"but the spec says {declared}{hint}"
+            )
 
 
 def check_target(target: ExportTarget, config: Any, module: Any = None) -> None:
@@ -81,7 +86,9 @@ def check_target(target: ExportTarget, config: Any, module: Any = None) -> None:
             raise TargetError(f"target {target.name!r}: example_inputs failed ({type(exc).__name__}: {exc})") from None
         if len(inputs) != len(target.inputs) or not all(isinstance(t, torch.Tensor) for t in inputs):
             names = ", ".join(s.name for s in target.inputs)
-            raise TargetError(f"target {target.name!r}: example_inputs gives {len(inputs)} values for {len(target.inputs)} declared inputs ({names})")
+            raise TargetError(
+                f"target {target.name!r}: example_inputs gives {len(inputs)} values for {len(target.inputs)} declared inputs ({names})"
+            )
         examples.append(inputs)
     _check_specs(target, "input", target.inputs, examples[0], examples[1])
     if module is None:
@@ -94,7 +101,9 @@ def check_target(target: ExportTarget, config: Any, module: Any = None) -> None:
             except ZooError:
                 raise
             except Exception as exc:
-                raise TargetError(f"target {target.name!r}: the module fails on its example inputs ({type(exc).__name__}: {str(exc)[:200]})") from None
+                raise TargetError(
+                    f"target {target.name!r}: the module fails on its example inputs ({type(exc).__name__}: {str(exc)[:200]})"
+                ) from None
             outputs.append(flat_outputs(target, result))
     _check_specs(target, "output", target.outputs, outputs[0], outputs[1])
 
@@ -108,7 +117,9 @@ def _shape(t: Any, spec: TensorSpec, dynamic: dict[int, str]) -> list[int | str]
     return shape
 
 
-def target_io(target: ExportTarget, config: Any, module: Any = None, batch: int = 2, data_info: Any = None) -> dict[str, list[dict[str, Any]]]:
+def target_io(
+    target: ExportTarget, config: Any, module: Any = None, batch: int = 2, data_info: Any = None
+) -> dict[str, list[dict[str, Any]]]:
     """Input and output specs of an export target with shapes read off real tensors
     (the batch axis named ``batch``; other dynamic dims named by the target's
     `dynamic_dims`, outputs' too) and integer ranges resolved for this config and data."""

@@ -87,7 +87,7 @@ class Trainer:
     metrics.jsonl row.
     """
 
-    def __init__(self, model: "nn.Module", config: Any, device: "torch.device"):
+    def __init__(self, model: nn.Module, config: Any, device: torch.device):
         from zoo.data import DataInfo
 
         self.model = model
@@ -104,8 +104,9 @@ class Trainer:
         or `{}` for a plugin that trains without one (a k-NN stores its data)."""
         raise NotImplementedError
 
-    def train_step(self, batch: dict[str, "torch.Tensor"], optimizers: dict[str, "torch.optim.Optimizer"],
-                   progress: Progress) -> dict[str, "torch.Tensor"]:
+    def train_step(
+        self, batch: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer], progress: Progress
+    ) -> dict[str, torch.Tensor]:
         """One optimisation step on `batch`; returns detached scalar losses by name
         (checked to be finite: a NaN stops the run and keeps the last checkpoint)."""
         raise NotImplementedError
@@ -114,7 +115,7 @@ class Trainer:
         """Metrics on the validation split (an iterable of batches), names prefixed `val_`."""
         return {}
 
-    def augment(self, batch: dict[str, "torch.Tensor"], generator: "torch.Generator") -> dict[str, "torch.Tensor"]:
+    def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Training-time jitter on a batch already on the device (default: none). Draw
         randomness from `generator` only: it is checkpointed."""
         return batch
@@ -143,10 +144,10 @@ class Trainer:
             value = float(value)
         self._logged[name] = value
 
-    def sample_grid(self, generator: "torch.Generator", val_batch: dict[str, "torch.Tensor"] | None) -> "torch.Tensor | None":
+    def sample_grid(self, generator: torch.Generator, val_batch: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
         """An image grid (C, H, W) in [0, 1] to save each epoch as samples/epoch_NNN.png, or None."""
         return None
 
-    def sample_text(self, generator: "torch.Generator", val_batch: dict[str, "torch.Tensor"] | None) -> str | None:
+    def sample_text(self, generator: torch.Generator, val_batch: dict[str, torch.Tensor] | None) -> str | None:
         """Text to save each epoch as samples/epoch_NNN.txt, or None."""
         return None

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,17 +39,17 @@ CHUNK = 256  # samples per forward pass: bounds memory whatever -n is
 class Runner:
     """One export target of a plugin, runnable eagerly or from an artifact."""
 
-    plugin: "Plugin"
+    plugin: Plugin
     config: Any
-    target: "ExportTarget"
+    target: ExportTarget
     # inputs (CPU tensors) -> outputs (CPU tensors), one chunk at a time
-    forward: Callable[[Sequence["torch.Tensor"]], tuple["torch.Tensor", ...]]
+    forward: Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor, ...]]
     source: str  # what the user pointed at, for messages
     # The first input's shape as an artifact's metadata records it ("batch" and other
     # dynamic axes named), which wins over the config's where a size is fixed.
     recorded_input_shape: Sequence[Any] = ()
 
-    def __call__(self, inputs: Sequence["torch.Tensor"]) -> tuple["torch.Tensor", ...]:
+    def __call__(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         import torch
 
         n = inputs[0].shape[0]
@@ -83,7 +84,12 @@ def source_options(command: Callable) -> Callable:
     options = [
         click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="a `zoo train` checkpoint (last.pt)"),
         click.option("--weights", default=None, help="pretrained weights: a NAME of the plugin's table (or DEFAULT) or a file PATH"),
-        click.option("--artifact", type=click.Path(dir_okay=False), default=None, help="an exported file (.torchscript, .onnx, .pt2) to run instead of PyTorch"),
+        click.option(
+            "--artifact",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="an exported file (.torchscript, .onnx, .pt2) to run instead of PyTorch",
+        ),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N"),
     ]
     for option in reversed(options):
@@ -91,7 +97,7 @@ def source_options(command: Callable) -> Callable:
     return command
 
 
-def _eager_model(plugin: "Plugin", checkpoint: str | None, weights: str | None) -> tuple[Any, Any, str]:
+def _eager_model(plugin: Plugin, checkpoint: str | None, weights: str | None) -> tuple[Any, Any, str]:
     """(model in eval mode, config, source description) from a checkpoint, weights, or
     the newest run; built the way `zoo export` builds it."""
     from zoo import models, paths
@@ -109,7 +115,7 @@ def _eager_model(plugin: "Plugin", checkpoint: str | None, weights: str | None) 
 
 
 def open_runner(
-    plugin: "Plugin", target_name: str, *, checkpoint: str | None, weights: str | None, artifact: str | None, device: str
+    plugin: Plugin, target_name: str, *, checkpoint: str | None, weights: str | None, artifact: str | None, device: str
 ) -> Runner:
     """The named export target of `plugin`, from whichever source the user gave."""
     given = [flag for flag, value in (("--checkpoint", checkpoint), ("--weights", weights), ("--artifact", artifact)) if value]
@@ -123,11 +129,9 @@ def open_runner(
         loaded = artifacts.load(artifact, device=device)
         meta = loaded.metadata
         if meta.get("plugin") != plugin.name or meta.get("target") != target.name:
-            raise UsageError(
-                f"--artifact {artifact} is {meta.get('plugin')}:{meta.get('target')}, not {plugin.name}:{target.name}"
-            )
+            raise UsageError(f"--artifact {artifact} is {meta.get('plugin')}:{meta.get('target')}, not {plugin.name}:{target.name}")
 
-        def forward_artifact(inputs: Sequence["torch.Tensor"]) -> tuple["torch.Tensor", ...]:
+        def forward_artifact(inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
             import torch
 
             return tuple(torch.from_numpy(o) for o in loaded(*inputs))
@@ -147,20 +151,20 @@ def open_runner(
     model, config, source = _eager_model(plugin, checkpoint, weights)
     module = target.module(model.to(dev))
 
-    def forward_eager(inputs: Sequence["torch.Tensor"]) -> tuple["torch.Tensor", ...]:
+    def forward_eager(inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             return tuple(o.cpu() for o in as_tuple(module(*[t.to(dev) for t in inputs])))
 
     return Runner(plugin, config, target, forward_eager, source)
 
 
-def to_unit_range(images: "torch.Tensor", value_range: tuple[float, float]) -> "torch.Tensor":
+def to_unit_range(images: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
     """Images in `value_range` -> [0, 1] (clamped: a generator may overshoot a little)."""
     lo, hi = value_range
     return ((images.float() - lo) / (hi - lo)).clamp(0.0, 1.0)
 
 
-def write_png(images: "torch.Tensor", path: Path, nrow: int | None = None) -> None:
+def write_png(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
     """A (C, H, W) image or an (N, C, H, W) batch laid out as a grid, in [0, 1], written atomically."""
     from torchvision.utils import make_grid, save_image
 
@@ -181,7 +185,7 @@ def _png_path(out: str, flag: str = "-o") -> Path:
     return path
 
 
-def _plugin(name: str) -> "Plugin":
+def _plugin(name: str) -> Plugin:
     from zoo import _registry
 
     return _registry.get_plugin(name)
@@ -189,7 +193,6 @@ def _plugin(name: str) -> "Plugin":
 
 def _generators() -> list[str]:
     from zoo import _registry
-
     from zoo.capabilities import sample_kind
 
     return [n for n, e in _registry.plugins.entries().items() if e.obj is not None and sample_kind(e.obj) == "images"]
@@ -206,8 +209,18 @@ def _generators() -> list[str]:
 @click.option("--nrow", type=click.INT, default=None, help="images per grid row [default: about sqrt(n)]")
 @source_options
 @click.option("-o", "--out", "out", required=True, help="the grid to write (.png)")
-def sample_command(plugin_name: str, n: int, label: int | None, seed: int, nrow: int | None, checkpoint: str | None,
-                   weights: str | None, artifact: str | None, device: str, out: str) -> None:
+def sample_command(
+    plugin_name: str,
+    n: int,
+    label: int | None,
+    seed: int,
+    nrow: int | None,
+    checkpoint: str | None,
+    weights: str | None,
+    artifact: str | None,
+    device: str,
+    out: str,
+) -> None:
     """Sample a grid of N images from a generative PLUGIN.
 
     The noise (and labels) come from --seed on the CPU, so `--checkpoint` and
@@ -235,7 +248,7 @@ def sample_command(plugin_name: str, n: int, label: int | None, seed: int, nrow:
 # --------------------------------------------------------------------------- zoo predict
 
 
-def read_image(path: Path, channels: int) -> "torch.Tensor":
+def read_image(path: Path, channels: int) -> torch.Tensor:
     """One image file -> uint8 (1, channels, H, W); a path that is not a readable image
     raises a one-line DataError naming it."""
     import numpy as np
@@ -269,7 +282,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
-def _load_batch(paths: Sequence[Path], request: Any) -> "torch.Tensor":
+def _load_batch(paths: Sequence[Path], request: Any) -> torch.Tensor:
     """Images resized and scaled the way the plugin trained: (N, C, size, size) in its range."""
     import torch
 
@@ -317,25 +330,36 @@ def _translate(runner: Runner, paths: list[Path], request: Any, out: str | None)
 @click.command("predict")
 @click.argument("plugin_name", metavar="PLUGIN")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-o", "--out", "out", default=None, help="image-to-image: output .png (one input) or directory; classifiers: write the results here too")
+@click.option(
+    "-o", "--out", "out", default=None, help="image-to-image: output .png (one input) or directory; classifiers: write the results here too"
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @source_options
-def predict_command(plugin_name: str, inputs: tuple[str, ...], out: str | None, as_json: bool, checkpoint: str | None,
-                    weights: str | None, artifact: str | None, device: str) -> None:
+def predict_command(
+    plugin_name: str,
+    inputs: tuple[str, ...],
+    out: str | None,
+    as_json: bool,
+    checkpoint: str | None,
+    weights: str | None,
+    artifact: str | None,
+    device: str,
+) -> None:
     """Run PLUGIN on image files (or directories of them).
 
     Classifiers print the class and its probability per image; image-to-image plugins
     write the translated images to -o. Images are resized and scaled the way the
     plugin was trained (see `zoo info PLUGIN`)."""
     from zoo import checkpoint as zcheckpoint
-
     from zoo.capabilities import predict_kind
 
     plugin = _plugin(plugin_name)
     kind = predict_kind(plugin)
     if kind is None:
-        raise UsageError(f"{plugin.name} has no predict target: zoo predict runs classifiers and image-to-image plugins"
-                         + (" (use zoo sample)" if plugin.sample_target else ""))
+        raise UsageError(
+            f"{plugin.name} has no predict target: zoo predict runs classifiers and image-to-image plugins"
+            + (" (use zoo sample)" if plugin.sample_target else "")
+        )
     paths = expand_inputs(inputs)
     target = plugin.target(plugin.predict_target)
     runner = open_runner(plugin, target.name, checkpoint=checkpoint, weights=weights, artifact=artifact, device=device)
@@ -420,7 +444,7 @@ def sample_quality(runner: Runner, classifier: Runner, n: int, seed: int) -> dic
     return result
 
 
-def within_class_std(images: "torch.Tensor", groups: "torch.Tensor") -> float:
+def within_class_std(images: torch.Tensor, groups: torch.Tensor) -> float:
     """Pixel standard deviation among images of one class, averaged over pixels and
     classes: near 0 when a generator draws the same image for every noise (a collapse
     that max-probability and class counts cannot see). The bundled digits score 0.13."""
@@ -430,13 +454,26 @@ def within_class_std(images: "torch.Tensor", groups: "torch.Tensor") -> float:
 
 @click.command("evaluate")
 @click.argument("plugin_name", metavar="PLUGIN")
-@click.option("--classifier", default=None, help="classifier that judges the samples: a checkpoint, or convnet weights NAME|PATH [default: newest convnet run]")
+@click.option(
+    "--classifier",
+    default=None,
+    help="classifier that judges the samples: a checkpoint, or convnet weights NAME|PATH [default: newest convnet run]",
+)
 @click.option("-n", "--num", "n", type=click.INT, default=1000, show_default=True, help="number of samples")
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of the noise")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @source_options
-def evaluate_command(plugin_name: str, classifier: str | None, n: int, seed: int, as_json: bool, checkpoint: str | None,
-                     weights: str | None, artifact: str | None, device: str) -> None:
+def evaluate_command(
+    plugin_name: str,
+    classifier: str | None,
+    n: int,
+    seed: int,
+    as_json: bool,
+    checkpoint: str | None,
+    weights: str | None,
+    artifact: str | None,
+    device: str,
+) -> None:
     """Judge a generative PLUGIN's samples with a trained classifier.
 
     Prints the classifier's mean max-probability over N samples (do they look like
@@ -446,7 +483,9 @@ def evaluate_command(plugin_name: str, classifier: str | None, n: int, seed: int
     conditioned on. `--classifier DEFAULT` uses convnet's pretrained weights."""
     plugin = _plugin(plugin_name)
     if plugin.sample_target is None:
-        raise UsageError(f"{plugin.name} does not sample images; zoo evaluate judges generative plugins ({', '.join(_generators()) or 'none'})")
+        raise UsageError(
+            f"{plugin.name} does not sample images; zoo evaluate judges generative plugins ({', '.join(_generators()) or 'none'})"
+        )
     if n < 1:
         raise UsageError(f"-n must be at least 1, not {n}")
     runner = open_runner(plugin, plugin.sample_target, checkpoint=checkpoint, weights=weights, artifact=artifact, device=device)
@@ -460,4 +499,6 @@ def evaluate_command(plugin_name: str, classifier: str | None, n: int, seed: int
         click.echo(f"  conditional accuracy   {result['conditional_accuracy']:.4f}  (classified as the class they were conditioned on)")
     click.echo(f"  mean max-probability   {result['mean_max_probability']:.4f}")
     click.echo(f"  distinct classes       {result['distinct_classes']} of {len(result['class_counts'])}  counts {result['class_counts']}")
-    click.echo(f"  within-class std       {result['within_class_std']:.4f}  (pixel spread among samples of one class; 0 = one image per class)")
+    click.echo(
+        f"  within-class std       {result['within_class_std']:.4f}  (pixel spread among samples of one class; 0 = one image per class)"
+    )

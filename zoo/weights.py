@@ -44,9 +44,10 @@ import re
 import shlex
 import sys
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from zoo import checkpoint, paths
 from zoo import config as zconfig
@@ -253,7 +254,7 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float | None = None)
         if isinstance(exc.reason, (TimeoutError, socket.timeout)):
             raise DownloadError(f"download of {url} timed out after {timeout:g} s (set {ENV_TIMEOUT} to wait longer)") from None
         raise DownloadError(f"cannot download {url}: {_one_line(exc.reason) if exc.reason else _one_line(exc)}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise DownloadError(f"download of {url} timed out after {timeout:g} s (set {ENV_TIMEOUT} to wait longer)") from None
     except http.client.IncompleteRead:
         announced = f" of {total}" if total is not None else ""
@@ -361,10 +362,14 @@ def fetch(plugin: Plugin, entry: Weights) -> Path:
     if source.startswith("imported:"):
         path = cache_dir(plugin) / source.split(":", 1)[1]
         if not path.is_file():
-            raise CheckpointError(f"{what}: imported file {path} is missing; import it again (zoo weights import {plugin.name} FILE --name {entry.name} --force)")
+            raise CheckpointError(
+                f"{what}: imported file {path} is missing; import it again (zoo weights import {plugin.name} FILE --name {entry.name} --force)"
+            )
         actual = verified_sha256(path, entry.sha256)
         if actual != entry.sha256:
-            raise CheckpointError(f"{what}: imported file {path} is corrupt (sha256 {actual}, expected {entry.sha256}); import it again with --force")
+            raise CheckpointError(
+                f"{what}: imported file {path} is corrupt (sha256 {actual}, expected {entry.sha256}); import it again with --force"
+            )
         return path
     if not source.startswith(("https://", "http://", "file://")):
         raise CheckpointError(f"{what}: unknown source {source!r} (expected one of {', '.join(SOURCE_SCHEMES)})")
@@ -474,7 +479,7 @@ def _components_of(meta: Mapping[str, Any], path: Path) -> list[str] | None:
     return list(value)
 
 
-def read(plugin: Plugin, name_or_path: "str | LoadedWeights") -> LoadedWeights:
+def read(plugin: Plugin, name_or_path: str | LoadedWeights) -> LoadedWeights:
     """Read weights (safetensors, a zoo checkpoint or a foreign state dict) without running
     any pickled code. Names resolve through the table, downloading when needed."""
     if isinstance(name_or_path, LoadedWeights):
@@ -559,8 +564,11 @@ def _same_storage(value: Any, own: Any) -> bool:
     """True when a filter handed back the model's own tensor (e.g. a GAN filter keeping
     the discriminator as built), so that component did not come from the file."""
     return (
-        hasattr(value, "data_ptr") and hasattr(own, "data_ptr") and value.numel() > 0
-        and value.device == own.device and value.data_ptr() == own.data_ptr()
+        hasattr(value, "data_ptr")
+        and hasattr(own, "data_ptr")
+        and value.numel() > 0
+        and value.device == own.device
+        and value.data_ptr() == own.data_ptr()
     )
 
 
@@ -582,8 +590,9 @@ def _shapes(model: Any, scope: Iterable[str] | None) -> dict[str, tuple[int, ...
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if keep is None or _top(k) in keep}
 
 
-def check_architecture(plugin: Plugin, model: Any, weights_config: Mapping[str, Any], config: Any, what: str,
-                       scope: Iterable[str] | None = None) -> None:
+def check_architecture(
+    plugin: Plugin, model: Any, weights_config: Mapping[str, Any], config: Any, what: str, scope: Iterable[str] | None = None
+) -> None:
     """Refuse weights trained with other architecture hyperparameters than `config`,
     naming them, instead of leaving it to a wall of shape mismatches. Hyperparameters
     that do not change any tensor shape (lr, epochs, dropout) may differ freely."""
@@ -610,11 +619,12 @@ def check_architecture(plugin: Plugin, model: Any, weights_config: Mapping[str, 
     culprits = culprits or differing
     want = " ".join(zconfig.flag(k, theirs[k]) for k in culprits)
     have = " ".join(zconfig.flag(k, ours[k]) for k in culprits)
-    raise UsageError(f"{what} were trained with {want}, but this model has {have}; pass {want} (architecture hyperparameters must match the weights)")
+    raise UsageError(
+        f"{what} were trained with {want}, but this model has {have}; pass {want} (architecture hyperparameters must match the weights)"
+    )
 
 
-def load_into(plugin: Plugin, model: Any, name_or_path: "str | LoadedWeights", config: Any = None, *,
-              quiet: bool = False) -> LoadedWeights:
+def load_into(plugin: Plugin, model: Any, name_or_path: str | LoadedWeights, config: Any = None, *, quiet: bool = False) -> LoadedWeights:
     """Load weights into `model` strictly, through the plugin's filter for foreign layouts.
 
     With `config` (what the model was built from), weights trained with other
@@ -630,7 +640,9 @@ def load_into(plugin: Plugin, model: Any, name_or_path: "str | LoadedWeights", c
     if declared is not None:
         unknown = [c for c in declared if c not in children]
         if unknown:
-            raise CheckpointError(f"{what} declare components {', '.join(unknown)} that this model does not have (it has {', '.join(children)})")
+            raise CheckpointError(
+                f"{what} declare components {', '.join(unknown)} that this model does not have (it has {', '.join(children)})"
+            )
         stray = sorted({_top(k) for k in state} - set(declared))
         if stray:
             raise CheckpointError(f"{what} declare components {', '.join(declared)} but also hold keys of {', '.join(stray)}")
@@ -655,7 +667,8 @@ def load_into(plugin: Plugin, model: Any, name_or_path: "str | LoadedWeights", c
         checkpoint.load_state_dict_strict(_Components(model, components), part, what=f"{what} ({', '.join(components)})")
     # A component whose every tensor is the model's own came from the filter, not the file.
     kept = {
-        c for c in components
+        c
+        for c in components
         if any(_top(k) == c and _same_storage(v, own.get(k)) for k, v in state.items())
         and all(_same_storage(v, own.get(k)) for k, v in state.items() if _top(k) == c and v.numel() > 0)
     }
@@ -663,8 +676,10 @@ def load_into(plugin: Plugin, model: Any, name_or_path: "str | LoadedWeights", c
     loaded.left_as_built = [c for c in children if c not in loaded.components]
     if loaded.left_as_built and not quiet:
         keep = "keeps its" if len(loaded.left_as_built) == 1 else "keep their"
-        print(f"note: {what} hold {', '.join(loaded.components)} only; {', '.join(loaded.left_as_built)} {keep} initialisation",
-              file=sys.stderr)
+        print(
+            f"note: {what} hold {', '.join(loaded.components)} only; {', '.join(loaded.left_as_built)} {keep} initialisation",
+            file=sys.stderr,
+        )
     return loaded
 
 
@@ -689,13 +704,13 @@ def input_spec(plugin: Plugin, config: Any) -> dict[str, Any]:
     return {
         "shape": [image.channels, image.size, image.size],
         "value_range": [lo, hi],
-        "normalization": "pixel intensities scaled to [0, 1], no mean/std normalisation" if (lo, hi) == (0.0, 1.0)
+        "normalization": "pixel intensities scaled to [0, 1], no mean/std normalisation"
+        if (lo, hi) == (0.0, 1.0)
         else f"pixel intensities in [0, 1] mapped linearly to [{lo:g}, {hi:g}]",
     }
 
 
-def train_command(plugin: Plugin, config: Any, *, data: str, seed: int, device: str | None = None,
-                  max_steps: int | None = None) -> str:
+def train_command(plugin: Plugin, config: Any, *, data: str, seed: int, device: str | None = None, max_steps: int | None = None) -> str:
     """The `zoo train` command that reproduces a run: every hyperparameter spelled out,
     so later changes to the plugin's defaults do not change what it means."""
     parts = ["zoo", "train", plugin.name, "--data", shlex.quote(data), "--seed", str(seed)]
@@ -723,7 +738,11 @@ def parse_train_command(plugin: Plugin, command: str) -> dict[str, Any]:
         raise UsageError(f"command {command!r}: {exc}") from None
     config = zconfig.from_dict(plugin.config_class, values, plugin=plugin.name)
     seed = options.get("seed")
-    return {"config": zconfig.to_dict(config), "data": options.get("data"), "seed": int(seed) if isinstance(seed, str) and seed.lstrip("-").isdigit() else seed}
+    return {
+        "config": zconfig.to_dict(config),
+        "data": options.get("data"),
+        "seed": int(seed) if isinstance(seed, str) and seed.lstrip("-").isdigit() else seed,
+    }
 
 
 def _is_number(value: Any) -> bool:
@@ -763,7 +782,9 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
         problems.append("meta 'license' must name a license")
     components = meta.get("components")
     if components is not None and (
-        not isinstance(components, (list, tuple)) or not components or not all(isinstance(c, str) for c in components)
+        not isinstance(components, (list, tuple))
+        or not components
+        or not all(isinstance(c, str) for c in components)
         or len(set(components)) != len(components)
     ):
         problems.append("meta 'components' must be a non-empty list of distinct module names")

@@ -92,7 +92,9 @@ def list_command(plugin_name: str | None, as_json: bool) -> None:
         params = f"{r['num_params']:,}" if isinstance(r["num_params"], int) else "-"
         if r["components"]:
             params += f" ({','.join(r['components'])})"
-        table.append((r["plugin"], name, r["status"], r["sha256"][:12], params, r["dataset"] or "-", _metrics_summary(r["metrics"]), r["source"]))
+        table.append(
+            (r["plugin"], name, r["status"], r["sha256"][:12], params, r["dataset"] or "-", _metrics_summary(r["metrics"]), r["source"])
+        )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
     for row in table:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]))
@@ -160,12 +162,18 @@ def _write_verified(data: bytes, path: Path) -> str:
 @click.argument("plugin_name", metavar="PLUGIN")
 @click.argument("file", metavar="FILE")
 @click.option("--name", default=None, help="name to load it by with --weights NAME [default: from the file name]")
-@click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE",
-              help="hyperparameters of a foreign state dict (zoo files bring their own), e.g. --config kernel_size=4")
+@click.option(
+    "--config",
+    "config_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="hyperparameters of a foreign state dict (zoo files bring their own), e.g. --config kernel_size=4",
+)
 @click.option("--components", "components_raw", multiple=True, metavar="NAMES", help=COMPONENTS_HELP)
 @click.option("--force", is_flag=True, help="replace an imported entry of the same name")
-def import_command(plugin_name: str, file: str, name: str | None, config_pairs: tuple[str, ...],
-                   components_raw: tuple[str, ...], force: bool) -> None:
+def import_command(
+    plugin_name: str, file: str, name: str | None, config_pairs: tuple[str, ...], components_raw: tuple[str, ...], force: bool
+) -> None:
     """Convert FILE into a verified safetensors entry in the cache: a zoo checkpoint
     (last.pt), a safetensors file, or a foreign state dict (e.g. pytorch/examples,
     junyanz pix2pix) through the plugin's filter. It loads strictly first, so what is
@@ -188,7 +196,9 @@ def import_command(plugin_name: str, file: str, name: str | None, config_pairs: 
         raise UsageError(f"--name {name}: {plugin.name}'s weights table has an entry of that name; choose another")
     index = zweights.imported_entries(plugin)
     if name in index and not force:
-        raise UsageError(f"{plugin.name}:{name} was imported already (from {index[name].get('meta', {}).get('imported_from')}); pass --force to replace it, or --name")
+        raise UsageError(
+            f"{plugin.name}:{name} was imported already (from {index[name].get('meta', {}).get('imported_from')}); pass --force to replace it, or --name"
+        )
 
     loaded = zweights.read(plugin, str(path))
     if loaded.config is not None:
@@ -286,16 +296,31 @@ def _max_steps(plugin: Any, config: Any, data: str, state: dict[str, Any]) -> in
 
 @weights_group.command("export")
 @click.argument("plugin_name", metavar="PLUGIN")
-@click.option("--checkpoint", "checkpoint_path", required=True, metavar="P", help="a zoo training checkpoint (last.pt) or its run directory")
+@click.option(
+    "--checkpoint", "checkpoint_path", required=True, metavar="P", help="a zoo training checkpoint (last.pt) or its run directory"
+)
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="directory for the safetensors file")
 @click.option("--name", default=None, help="table name [default: DATASET_V1, e.g. DIGITS_V1]")
 @click.option("--components", "components_raw", multiple=True, metavar="NAMES", help=COMPONENTS_HELP)
-@click.option("--base-url", default=None, help="where the file will be hosted; the entry's source becomes URL/FILE [default: package:FILE, shipped with the plugin]")
+@click.option(
+    "--base-url",
+    default=None,
+    help="where the file will be hosted; the entry's source becomes URL/FILE [default: package:FILE, shipped with the plugin]",
+)
 @click.option("--license", "license_", default=None, help="license of the weights [default: the plugin package's license]")
 @click.option("--description", default=None, help="one line on what they are good for")
 @click.option("--json", "as_json", is_flag=True, help="print the file and the entry as JSON")
-def export_command(plugin_name: str, checkpoint_path: str, out: str, name: str | None, components_raw: tuple[str, ...],
-                   base_url: str | None, license_: str | None, description: str | None, as_json: bool) -> None:
+def export_command(
+    plugin_name: str,
+    checkpoint_path: str,
+    out: str,
+    name: str | None,
+    components_raw: tuple[str, ...],
+    base_url: str | None,
+    license_: str | None,
+    description: str | None,
+    as_json: bool,
+) -> None:
     """Write a sha256-named safetensors file of a run and print the `Weights(...)` entry
     to paste into the plugin's table, meta filled from the run: config, metrics,
     parameter count, dataset and the `zoo train` command that reproduces it."""
@@ -323,8 +348,9 @@ def export_command(plugin_name: str, checkpoint_path: str, out: str, name: str |
     if license_ is None:
         license_ = _distribution_license(plugin)
     metrics = {k: float(v) for k, v in (state.get("metrics") or {}).items() if k.startswith("val_") and isinstance(v, (int, float))}
-    command = zweights.train_command(plugin, config, data=data, seed=info["seed"], device=info["device"],
-                                     max_steps=_max_steps(plugin, config, data, state))
+    command = zweights.train_command(
+        plugin, config, data=data, seed=info["seed"], device=info["device"], max_steps=_max_steps(plugin, config, data, state)
+    )
     table_meta: dict[str, Any] = {
         "dataset": data,
         "metrics": metrics,
@@ -362,8 +388,17 @@ def export_command(plugin_name: str, checkpoint_path: str, out: str, name: str |
     dest = Path(out) / file_name
     _write_verified(blob, dest)
     if as_json:
-        click.echo(json.dumps({"path": str(dest), "bytes": len(blob), "sha256": sha,
-                               "entry": {"name": name, "source": source, "sha256": sha, "meta": table_meta}}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "path": str(dest),
+                    "bytes": len(blob),
+                    "sha256": sha,
+                    "entry": {"name": name, "source": source, "sha256": sha, "meta": table_meta},
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"# wrote {dest} ({len(blob):,} bytes, sha256 {sha})")
     click.echo(f"# add to {plugin.name}'s Plugin(weights=(...)); default_weights={name!r} makes it DEFAULT")

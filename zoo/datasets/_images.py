@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 # torchvision's ImageFolder extensions, so `folder:` accepts exactly what ImageFolder does.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-def open_image(path: str | os.PathLike, mode: str = "RGB") -> "Image.Image":
+
+
+def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
     """Decode an image fully (so truncation shows now), converted to `mode`."""
     from PIL import Image
 
@@ -35,7 +37,7 @@ def open_image(path: str | os.PathLike, mode: str = "RGB") -> "Image.Image":
         raise DataError(f"{path}: unreadable or truncated image ({reason})") from None
 
 
-def to_uint8(images: list["Image.Image"]) -> "torch.Tensor":
+def to_uint8(images: list[Image.Image]) -> torch.Tensor:
     """PIL images of one size and mode -> (N, C, H, W) uint8."""
     import numpy as np
     import torch
@@ -60,5 +62,3 @@ def image_files(directory: Path) -> list[Path]:
         dirs.sort()
         found += [Path(root) / f for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
     return found
-
-

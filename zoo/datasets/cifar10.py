@@ -11,7 +11,7 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.data import Dataset, DataInfo, DataRequest, DataSplits, Images, Labels, TensorData, to_request
+from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, TensorData, to_request
 from zoo.errors import DataError
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def _read_cifar_file(path: Path) -> dict[str, Any]:
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in entry.items()}
 
 
-def _cifar_batch(path: Path) -> tuple["np.ndarray", "np.ndarray"]:
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import numpy as np
 
     entry = _read_cifar_file(path)
@@ -112,8 +112,13 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
         if request.wants("label"):
             tensors["label"] = torch.from_numpy(labels)
         splits[split] = TensorData(tensors)
-    return DataSplits("cifar10", splits["train"], splits["val"], info=DataInfo(num_classes=10, class_names=tuple(classes)),
-                      details={"root": str(root), "train": len(splits["train"]), "val": len(splits["val"])})
+    return DataSplits(
+        "cifar10",
+        splits["train"],
+        splits["val"],
+        info=DataInfo(num_classes=10, class_names=tuple(classes)),
+        details={"root": str(root), "train": len(splits["train"]), "val": len(splits["val"])},
+    )
 
 
 dataset = Dataset(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.data import Dataset, DataInfo, DataRequest, DataSplits, Images, Labels, TensorData, cached, to_request
+from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, TensorData, cached, to_request
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +23,7 @@ def load(path: Any, request: DataRequest, download: bool = False) -> DataSplits:
     image = request.get("image")
     size = image.size if isinstance(image, Images) and image.size else 28
 
-    def build() -> dict[str, "torch.Tensor"]:
+    def build() -> dict[str, torch.Tensor]:
         import torch
         import torch.nn.functional as F
         from sklearn.datasets import load_digits

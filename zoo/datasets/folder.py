@@ -5,10 +5,11 @@ are resized on their shorter side and centre-cropped, decoded once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
-from zoo.data import Dataset, DataInfo, DataRequest, DataSplits, Images, Labels, TensorData, to_request
+from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, TensorData, to_request
 from zoo.datasets._images import IMAGE_EXTENSIONS, mode, open_image, to_uint8
 from zoo.errors import DataError
 
@@ -37,7 +38,7 @@ def _list_image_folder(directory: Path, class_to_idx: dict[str, int] | None = No
     return samples, classes
 
 
-def _decode_folder_images(paths: Iterable[str], spec: Images) -> "torch.Tensor":
+def _decode_folder_images(paths: Iterable[str], spec: Images) -> torch.Tensor:
     from PIL import Image, ImageOps
 
     images = []
@@ -95,9 +96,13 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
             out["label"] = torch.tensor([label for _, label in samples], dtype=torch.int64)
         return TensorData(out)
 
-    return DataSplits("folder", tensors(train_samples), tensors(val_samples),
-                      info=DataInfo(num_classes=len(classes), class_names=tuple(classes)),
-                      details={"root": str(path), "split": split_by, "train": len(train_samples), "val": len(val_samples)})
+    return DataSplits(
+        "folder",
+        tensors(train_samples),
+        tensors(val_samples),
+        info=DataInfo(num_classes=len(classes), class_names=tuple(classes)),
+        details={"root": str(path), "split": split_by, "train": len(train_samples), "val": len(val_samples)},
+    )
 
 
 dataset = Dataset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.data import Dataset, DataInfo, DataRequest, DataSplits, Images, Labels, TensorData, to_request
+from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, TensorData, to_request
 from zoo.errors import DataError
 
 CLASSES = tuple(str(d) for d in range(10))
@@ -20,8 +20,10 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
         try:
             ds = MNIST(str(path), train=train, download=download)
         except RuntimeError as exc:
-            raise DataError(f"--data mnist:{path}: {str(exc).splitlines()[0]} (expected {path}/MNIST/raw/train-images-idx3-ubyte "
-                            "and the other IDX files; --download fetches them)") from None
+            raise DataError(
+                f"--data mnist:{path}: {str(exc).splitlines()[0]} (expected {path}/MNIST/raw/train-images-idx3-ubyte "
+                "and the other IDX files; --download fetches them)"
+            ) from None
         except (AssertionError, ValueError, OSError, IndexError) as exc:
             raise DataError(f"--data mnist:{path}: malformed IDX files ({type(exc).__name__}: {exc})") from None
         if len(ds.data) == 0:
@@ -30,8 +32,7 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
         if request.wants("label"):
             tensors["label"] = ds.targets.long()
         splits[train] = TensorData(tensors)
-    return DataSplits("mnist", splits[True], splits[False], info=DataInfo(num_classes=10, class_names=CLASSES),
-                      details={"root": str(path)})
+    return DataSplits("mnist", splits[True], splits[False], info=DataInfo(num_classes=10, class_names=CLASSES), details={"root": str(path)})
 
 
 dataset = Dataset(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zoo.data import Dataset, DataRequest, DataSplits, Images, TensorData, cached, to_request
+from zoo.data import DataRequest, Dataset, DataSplits, Images, TensorData, cached, to_request
 from zoo.errors import DataError
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ PAIR_SEED = 20240603
 PAIR_VERSION = 3
 
 
-def _bundled_photo(name: str) -> "np.ndarray":
+def _bundled_photo(name: str) -> np.ndarray:
     import skimage.data
 
     if name == "motorcycle":
@@ -62,7 +62,7 @@ def _bundled_photo(name: str) -> "np.ndarray":
     return getattr(skimage.data, name)()
 
 
-def edge_map(photo: "np.ndarray", sigma: float = EDGES_CANNY_SIGMA) -> "np.ndarray":
+def edge_map(photo: np.ndarray, sigma: float = EDGES_CANNY_SIGMA) -> np.ndarray:
     """(H, W, 3) uint8 photo -> (H, W, 3) uint8 edge drawing: black one-pixel Canny
     contours on white, like the edges2shoes inputs."""
     import numpy as np
@@ -114,7 +114,7 @@ def pair_windows() -> dict[str, list[tuple[str, int, int, int]]]:
     return windows
 
 
-def greyscale(photo: "np.ndarray") -> "np.ndarray":
+def greyscale(photo: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 photo -> (H, W, 3) uint8 black-and-white version: its luminance
     (skimage's rgb2gray: ITU-R BT.709 weights 0.2125, 0.7154, 0.0721) repeated in the three channels, the input
     of the pix2pix paper's BW -> colour task."""
@@ -129,7 +129,7 @@ def greyscale(photo: "np.ndarray") -> "np.ndarray":
 PHOTO_PAIR_SOURCES = {"edges": edge_map, "colorization": greyscale}
 
 
-def _photo_pairs(size: int, kind: str) -> dict[str, "torch.Tensor"]:
+def _photo_pairs(size: int, kind: str) -> dict[str, torch.Tensor]:
     """(A, B) tensors by split: B crops of the bundled photos at `size`, A drawn from
     each B by `PHOTO_PAIR_SOURCES[kind]`. Both kinds cut the same windows."""
     import numpy as np
@@ -138,7 +138,7 @@ def _photo_pairs(size: int, kind: str) -> dict[str, "torch.Tensor"]:
 
     make_a = PHOTO_PAIR_SOURCES[kind]
     photos = {name: _bundled_photo(name) for name in PAIR_PHOTOS}
-    out: dict[str, "torch.Tensor"] = {}
+    out: dict[str, torch.Tensor] = {}
     for split, windows in pair_windows().items():
         a_images, b_images = [], []
         for name, top, left, side in windows:
@@ -159,9 +159,16 @@ def _load_photo_pairs(kind: str, request: DataRequest, source: str) -> DataSplit
     t = cached(f"{kind}-{size}-r{PAIR_VERSION}", lambda: _photo_pairs(size, kind))
     train = TensorData({"A": to_request(t["train_A"], a_spec), "B": to_request(t["train_B"], b_spec)})
     val = TensorData({"A": to_request(t["val_A"], a_spec), "B": to_request(t["val_B"], b_spec)})
-    return DataSplits(kind, train, val, details={
-        "source": "scikit-image bundled photographs " + ", ".join(PAIR_PHOTOS) + "; " + source,
-        "train": len(train), "val": len(val)})
+    return DataSplits(
+        kind,
+        train,
+        val,
+        details={
+            "source": "scikit-image bundled photographs " + ", ".join(PAIR_PHOTOS) + "; " + source,
+            "train": len(train),
+            "val": len(val),
+        },
+    )
 
 
 def load_edges(path: None, request: DataRequest, download: bool = False) -> DataSplits:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.data import Dataset, DataRequest, DataSplits, Images, TensorData, to_request
+from zoo.data import DataRequest, Dataset, DataSplits, Images, TensorData, to_request
 from zoo.datasets._images import IMAGE_EXTENSIONS, image_files, open_image, to_uint8
 from zoo.errors import DataError
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def _decode_pairs(files: list[Path], size: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+def _decode_pairs(files: list[Path], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A|B side-by-side images -> A and B, each resized to size x size (bicubic, the
     reference's resize that ignores the aspect ratio)."""
     from PIL import Image
@@ -51,8 +51,12 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
             raise DataError(f"--data pix2pix:{path}: {directory.name}/ has no images ({', '.join(IMAGE_EXTENSIONS)})")
         a, b = _decode_pairs(files, a_spec.size)
         splits[split] = TensorData({"A": to_request(a, a_spec), "B": to_request(b, b_spec)})
-    return DataSplits("pix2pix", splits["train"], splits["val"],
-                      details={"root": str(path), "val_dir": val_dir.name, "train": len(splits["train"]), "val": len(splits["val"])})
+    return DataSplits(
+        "pix2pix",
+        splits["train"],
+        splits["val"],
+        details={"root": str(path), "val_dir": val_dir.name, "train": len(splits["train"]), "val": len(splits["val"])},
+    )
 
 
 dataset = Dataset(

@@ -19,8 +19,9 @@ class ProgressDisplay:
         if self.mode == "bar":
             from tqdm import tqdm
 
-            self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{self.total_epochs}", unit="step",
-                            leave=True, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=steps, initial=done, desc=f"epoch {epoch}/{self.total_epochs}", unit="step", leave=True, dynamic_ncols=True
+            )
 
     def step(self, losses: dict[str, float]) -> None:
         if self.bar is not None:

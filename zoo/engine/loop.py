@@ -49,7 +49,9 @@ def optimization(plugin: Plugin, returned: Any) -> tuple[dict[str, Any], dict[st
     optimizers, schedules = returned, {}
     if isinstance(returned, tuple):
         if len(returned) != 2:
-            raise ZooError(f"plugin {plugin.name!r}: configure_optimizers returned a {len(returned)}-tuple; return optimizers or (optimizers, schedules)")
+            raise ZooError(
+                f"plugin {plugin.name!r}: configure_optimizers returned a {len(returned)}-tuple; return optimizers or (optimizers, schedules)"
+            )
         optimizers, schedules = returned
     if optimizers is None:
         optimizers = {}
@@ -150,9 +152,12 @@ def train(
             raise UsageError(f"checkpoint {resume} is at step {step} already; pass --max-steps N with N > {step}, or leave it out")
         planned = int(state.get("total_steps") or total_steps)
         if planned != total_steps and is_main:
-            print(f"note: --epochs {config.epochs} plans {total_steps} steps where the run planned {planned}; "
-                  "saved schedules continue as they were saved (they are not rescaled), while progress.total_steps "
-                  f"is now {total_steps}", flush=True)
+            print(
+                f"note: --epochs {config.epochs} plans {total_steps} steps where the run planned {planned}; "
+                "saved schedules continue as they were saved (they are not rescaled), while progress.total_steps "
+                f"is now {total_steps}",
+                flush=True,
+            )
 
     out_dir = _out_dir(plugin, out, resume, is_main)
     ckpt_path = out_dir / run_files.CHECKPOINT
@@ -160,9 +165,17 @@ def train(
     version = plugin_version(plugin)
     if is_main:
         checkpoint.write_json(
-            {"plugin": plugin.name, "plugin_version": version, "zoo_version": zoo_version(), "data": spec,
-             "data_details": splits.details, "data_info": info.to_json(), "seed": seed, "device": str(dev),
-             "config": zconfig.to_dict(config)},
+            {
+                "plugin": plugin.name,
+                "plugin_version": version,
+                "zoo_version": zoo_version(),
+                "data": spec,
+                "data_details": splits.details,
+                "data_info": info.to_json(),
+                "seed": seed,
+                "device": str(dev),
+                "config": zconfig.to_dict(config),
+            },
             out_dir / run_files.CONFIG,
         )
         if state is not None:
