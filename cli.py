@@ -20,12 +20,12 @@ from zoo.errors import UsageError, ZooError
 
 # Commands that live beside the code they drive; imported only when invoked or listed.
 LAZY_COMMANDS: dict[str, str] = {
-    "export": "zoo.export.commands:export_command",
-    "verify": "zoo.export.commands:verify_command",
-    "sample": "zoo.usage:sample_command",
-    "predict": "zoo.usage:predict_command",
-    "weights": "zoo.weights_cli:weights_group",
-    "evaluate": "zoo.usage:evaluate_command",
+    "export": "zoo.commands.export:export_command",
+    "verify": "zoo.commands.export:verify_command",
+    "sample": "zoo.commands.use:sample_command",
+    "predict": "zoo.commands.use:predict_command",
+    "weights": "zoo.commands.weights:weights_group",
+    "evaluate": "zoo.commands.use:evaluate_command",
 }
 
 

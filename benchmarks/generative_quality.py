@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from zoo import data, engine, get_plugin
-from zoo.usage import open_runner, sample_quality, within_class_std
+from zoo import DataRequest, Labels, datasets, engine, get_plugin
+from zoo.commands.use import open_runner, sample_quality, within_class_std
 
 # name -> [(figure, minimum)], from issue 4
 FIGURES = {
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     classifier = open_runner(
         get_plugin("convnet"), "classifier", checkpoint=str(classifier_path), weights=None, artifact=None, device=args.device
     )
-    real = data.load("digits", classifier.input_request()).val.tensors
+    real = datasets.load("digits", DataRequest(classifier.input_request(), Labels("label"))).val.tensors
     reference = within_class_std(real["image"], real["label"])  # what real digits score, for comparison
     for name in [n.strip() for n in args.plugins.split(",") if n.strip()]:
         if name in given:

@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from zoo import checkpoint, engine, get_plugin
-    from zoo import data as zdata
+    from zoo import checkpoint, datasets, engine, get_plugin
+    from zoo import config as zconfig
+    from zoo.engine import rng
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     config = plugin.config(**({"epochs": args.epochs} if args.epochs is not None else {}))
     out = args.out or Path(tempfile.mkdtemp(prefix="pix2pix-quality-"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"config: {json.dumps(engine.config_to_dict(config))}", flush=True)
+    print(f"config: {json.dumps(zconfig.to_dict(config))}", flush=True)
     print(f"threads: {torch.get_num_threads()}  cpus: {os.cpu_count()}  load average at start: {load:.2f}", flush=True)
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = (time.perf_counter() - wall0) / 60
     cpu = (time.process_time() - cpu0) / 60
 
-    splits = zdata.load(data_spec, plugin.data_request(config))
-    engine.seed_everything(args.seed)  # the engine seeds, loads the data, then builds the model
+    splits = datasets.load(data_spec, plugin.data_request(config))
+    rng.seed_everything(args.seed)  # the engine seeds, loads the data, then builds the model
     untrained = plugin.build(config)
     trained = plugin.build(config)
     state = checkpoint.load(result.checkpoint, plugin="pix2pix")

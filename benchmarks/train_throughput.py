@@ -37,9 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_data import make_mnist  # noqa: E402  (writes real digits in MNIST's IDX layout)
 
-from zoo import data as zdata  # noqa: E402
-from zoo import engine, get_plugin  # noqa: E402
-from zoo.engine import config_from_dict  # noqa: E402
+from zoo import config as zconfig  # noqa: E402
+from zoo import datasets, engine, get_plugin  # noqa: E402
 
 # --------------------------------------------------------------------------- plain loops
 # Each plain side is written the way its reference writes it: a torchvision dataset or
@@ -245,9 +244,10 @@ def write_pix2pix_pairs(root: Path, n_train: int, n_val: int) -> Path:
     (bundled photographs, black and white | colour), saved as A|B PNGs."""
     from PIL import Image
 
-    from zoo.plugin import DataRequest
+    from zoo import DataRequest, Images
 
-    splits = zdata.load("colorization", DataRequest(size=64, channels=3, value_range=(0.0, 1.0), labels=False))
+    pairs = DataRequest(Images("A", size=64, channels=3), Images("B", size=64, channels=3))
+    splits = datasets.load("colorization", pairs)
     for split, tensors, n in (("train", splits.train.tensors, n_train), ("val", splits.val.tensors, n_val)):
         (root / split).mkdir(parents=True, exist_ok=True)
         for i in range(min(n, len(tensors["A"]))):
@@ -262,7 +262,7 @@ def write_pix2pix_pairs(root: Path, n_train: int, n_val: int) -> Path:
 
 def engine_run(name: str, config, data_spec: str, epochs: int, out: Path) -> tuple[float, int, list[dict]]:
     plugin = get_plugin(name)
-    config = config_from_dict(plugin, {**engine.config_to_dict(config), "epochs": epochs})
+    config = zconfig.from_dict(plugin.config_class, {**zconfig.to_dict(config), "epochs": epochs}, plugin=plugin.name)
     result = engine.train(plugin, config, data=data_spec, device="cpu", seed=0, out=out, progress="none")
     seconds = sum(r["seconds"] for r in result.history)
     seen = sum(round(r["samples_per_second"] * r["seconds"]) for r in result.history)
@@ -336,7 +336,7 @@ def main() -> None:
             plugin = get_plugin(name)
             config = plugin.config()
             spec = f"{DATASET[name]}:{data[DATASET[name]]}"
-            train = zdata.load(spec, plugin.data_request(config)).train
+            train = datasets.load(spec, plugin.data_request(config)).train
             steps_per_epoch = math.ceil(len(train) / config.batch_size)
             epochs = max(args.epochs, math.ceil(args.min_steps / steps_per_epoch))
             probe = plugin.build(config)

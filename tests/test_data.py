@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo import data
+from zoo import data, datasets
 from zoo.plugin import DataRequest
 
 
@@ -48,7 +48,7 @@ def test_digits_are_real_split_and_cached(monkeypatch):
     from zoo import paths
 
     request = DataRequest(size=28)
-    splits = data.load("digits", request)
+    splits = datasets.load("digits", request)
     assert len(splits.train) == 1497 and len(splits.val) == 300 and splits.info.num_classes == 10
     x = splits.train.tensors["image"]
     assert x.shape == (1497, 1, 28, 28) and x.dtype == torch.float32
@@ -57,20 +57,20 @@ def test_digits_are_real_split_and_cached(monkeypatch):
     cache = list((paths.home() / "data").glob("digits-28-*.pt"))
     assert len(cache) == 1
     # The split does not depend on the training seed and the cache gives the same tensors.
-    again = data.load("digits", request)
+    again = datasets.load("digits", request)
     assert torch.equal(again.val.tensors["image"], splits.val.tensors["image"])
     # value range and size follow the request
-    other = data.load("digits", DataRequest(size=32, value_range=(-1.0, 1.0)))
+    other = datasets.load("digits", DataRequest(size=32, value_range=(-1.0, 1.0)))
     assert other.train.tensors["image"].shape[-1] == 32 and float(other.train.tensors["image"].min()) == -1.0
 
 
 def test_corrupt_cache_is_rebuilt():
     from zoo import paths
 
-    data.load("digits", DataRequest(size=16))
+    datasets.load("digits", DataRequest(size=16))
     (cache,) = (paths.home() / "data").glob("digits-16-*.pt")
     cache.write_bytes(b"garbage")
-    assert len(data.load("digits", DataRequest(size=16)).train) == 1497
+    assert len(datasets.load("digits", DataRequest(size=16)).train) == 1497
 
 
 def test_batches_cover_every_sample_once():
@@ -86,7 +86,7 @@ def test_batches_cover_every_sample_once():
 
 def test_mnist_layout_trains(zoo, tmp_path):
     root = make_mnist(tmp_path / "mnist")
-    splits = data.load(f"mnist:{root}", DataRequest(size=28))
+    splits = datasets.load(f"mnist:{root}", DataRequest(size=28))
     assert len(splits.train) == 64 and len(splits.val) == 32
     r = zoo("train", "convnet", "--data", f"mnist:{root}", "--epochs", "1", "--out", tmp_path / "run", "--progress", "none")
     assert r.exit_code == 0, r
@@ -105,4 +105,4 @@ def test_data_needs_a_path():
     from zoo.errors import UsageError
 
     with pytest.raises(UsageError, match="needs a path"):
-        data.load("mnist", DataRequest(size=28))
+        datasets.load("mnist", DataRequest(size=28))

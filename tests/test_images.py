@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo import data as zdata
+from zoo import datasets as zdata
 from zoo.data import DataRequest, Images
 from zoo.errors import DataError
 

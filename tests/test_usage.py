@@ -18,7 +18,7 @@ from zoo.capabilities import predict_kind
 
 GENERATIVE = [n for n in list_plugins() if get_plugin(n).sample_target is not None]
 IMAGE_TO_IMAGE = [n for n in list_plugins() if predict_kind(get_plugin(n)) == "images"]
-HAS_EXPORT = importlib.util.find_spec("zoo.export.commands") is not None
+HAS_EXPORT = importlib.util.find_spec("zoo.export.pipeline") is not None
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +98,7 @@ def test_sample_from_a_weights_file(zoo, trained, tmp_path):
     assert np.array_equal(_pixels(tmp_path / "w.png"), _pixels(tmp_path / "c.png"))
 
 
-@pytest.mark.skipif(not HAS_EXPORT, reason="zoo.export.commands is not installed")
+@pytest.mark.skipif(not HAS_EXPORT, reason="zoo.export is not installed")
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_sample_from_an_artifact_matches_eager(zoo, trained, tmp_path, fmt):
     """cgan: two inputs, one of them an int64 label; the same seed gives the same grid."""

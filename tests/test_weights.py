@@ -799,7 +799,7 @@ def test_exported_vae_entry_is_valid_and_reproducible(zoo, tmp_path):
 
 
 def test_weights_cli_does_not_import_torch_at_startup():
-    code = "import sys, zoo.weights_cli, zoo.weights; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, zoo.commands.weights, zoo.weights; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

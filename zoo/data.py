@@ -13,16 +13,16 @@ engine trains on.
   the fast default) or anything with the same three methods (`__len__`,
   `num_batches`, `batches`), such as a streaming split for data larger than memory.
 
-`load(spec, request)` resolves `--data SPEC` (`digits`, `mnist:PATH`, ...) through the
-registry and refuses, in one line naming both, a dataset that cannot give the plugin
-what it asks for, and data that does not fit it (wrong shapes, labels out of range).
+`zoo.datasets.load(spec, request)` resolves `--data SPEC` (`digits`, `mnist:PATH`, ...)
+through the registry and refuses, in one line naming both, a dataset that cannot give
+the plugin what it asks for (`check_request`), and data that does not fit it (wrong
+shapes, labels out of range: `check_splits`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from zoo.errors import DataError, UsageError
@@ -337,20 +337,6 @@ class Dataset:
         return ", ".join(f"{t.name} ({t.kind})" for t in self.yields)
 
 
-def parse_spec(spec: str) -> tuple[Dataset, str | None]:
-    """`--data NAME[:PATH]` -> (the registered dataset, PATH or None)."""
-    from zoo import _registry
-
-    name, _, path = spec.partition(":")
-    name = name.strip().lower()
-    dataset = _registry.datasets.get(name, what=f"--data {spec!r}: unknown dataset", example="e.g. mnist:PATH")
-    if dataset.needs_path and not path:
-        raise UsageError(f"--data {name} needs a path: --data {name}:PATH ({dataset.path_help or 'see zoo datasets'})")
-    if path and not dataset.needs_path:
-        raise UsageError(f"--data {name} takes no path (it ships with zoo or its dependencies); use --data {name}")
-    return dataset, (path or None)
-
-
 def check_request(dataset: Dataset, request: DataRequest, plugin: str = "the plugin") -> None:
     problems = dataset.problems_with(request)
     if problems:
@@ -358,23 +344,6 @@ def check_request(dataset: Dataset, request: DataRequest, plugin: str = "the plu
             f"--data {dataset.name}: dataset {dataset.name!r} yields {dataset.describe_yields()} ({'; '.join(problems)}), "
             f"but {plugin} needs {request.describe()}"
         )
-
-
-def load(spec: str, request: DataRequest, *, download: bool = False, plugin: str = "the plugin") -> DataSplits:
-    """Load the dataset named by `spec` shaped the way `request` asks, checked against it."""
-    dataset, path = parse_spec(spec)
-    check_request(dataset, request, plugin)
-    location = None
-    if path is not None:
-        location = Path(path).expanduser()
-        if not location.exists() and not (download and dataset.downloads):
-            hint = "; --download fetches it" if dataset.downloads else ""
-            raise DataError(f"--data {spec}: {location} does not exist{hint}")
-    splits = dataset.load(location, request, download=download)
-    if not isinstance(splits, DataSplits):
-        raise DataError(f"--data {spec}: dataset {dataset.name!r} returned a {type(splits).__name__}, not zoo.data.DataSplits")
-    check_splits(spec, splits, request, plugin)
-    return splits
 
 
 def check_splits(spec: str, splits: DataSplits, request: DataRequest, plugin: str = "the plugin") -> None:

@@ -80,9 +80,9 @@ def data_info_for(plugin: Plugin, config: Any, data: str | None = None) -> DataI
     from the dataset (`data`, else the plugin's default) only when `build` needs it."""
     if not plugin.build_takes_data:
         return DataInfo()
-    from zoo import data as zdata
+    from zoo import datasets
 
-    return zdata.load(data or plugin.default_dataset, plugin.data_request(config), plugin=plugin.name).info
+    return datasets.load(data or plugin.default_dataset, plugin.data_request(config), plugin=plugin.name).info
 
 
 def build_model(

@@ -753,6 +753,7 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
     """Problems with a table entry's meta (empty when it is valid). With `check_model`,
     builds the model its config describes (on the meta device) to recount parameters."""
     from zoo import data as zdata
+    from zoo import datasets
 
     problems: list[str] = []
     for key in META_FIELDS:
@@ -768,7 +769,7 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
         problems.append("meta 'dataset' must be a --data spec such as 'digits'")
     else:
         try:
-            found, _ = zdata.parse_spec(dataset)
+            found, _ = datasets.parse_spec(dataset)
             if found.name not in plugin.datasets:
                 problems.append(f"meta 'dataset' {dataset!r} is not one of the plugin's datasets {plugin.datasets}")
         except ZooError as exc:

@@ -9,6 +9,46 @@ party's would be:
 - `pix2pix:PATH`: aligned A|B image folders (facades, maps, edges2shoes).
 - `colorization`, `edges`: offline A|B pairs cut from scikit-image's bundled photographs.
 
-Importing this package imports nothing heavy; each module imports torch inside its
-loader only.
+`load(spec, request)` resolves `--data NAME[:PATH]` through the `zoo.datasets` registry,
+checks the dataset can give what the request asks for, loads it and checks the data
+fits. Importing this package imports nothing heavy (not the built-in modules either:
+the registry imports each when asked for it); they import torch inside their loaders.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.data import DataRequest, Dataset, DataSplits, check_request, check_splits
+from zoo.errors import DataError, UsageError
+
+
+def parse_spec(spec: str) -> tuple[Dataset, str | None]:
+    """`--data NAME[:PATH]` -> (the registered dataset, PATH or None)."""
+    from zoo import _registry
+
+    name, _, path = spec.partition(":")
+    name = name.strip().lower()
+    dataset = _registry.datasets.get(name, what=f"--data {spec!r}: unknown dataset", example="e.g. mnist:PATH")
+    if dataset.needs_path and not path:
+        raise UsageError(f"--data {name} needs a path: --data {name}:PATH ({dataset.path_help or 'see zoo datasets'})")
+    if path and not dataset.needs_path:
+        raise UsageError(f"--data {name} takes no path (it ships with zoo or its dependencies); use --data {name}")
+    return dataset, (path or None)
+
+
+def load(spec: str, request: DataRequest, *, download: bool = False, plugin: str = "the plugin") -> DataSplits:
+    """Load the dataset named by `spec` shaped the way `request` asks, checked against it."""
+    dataset, path = parse_spec(spec)
+    check_request(dataset, request, plugin)
+    location = None
+    if path is not None:
+        location = Path(path).expanduser()
+        if not location.exists() and not (download and dataset.downloads):
+            hint = "; --download fetches it" if dataset.downloads else ""
+            raise DataError(f"--data {spec}: {location} does not exist{hint}")
+    splits = dataset.load(location, request, download=download)
+    if not isinstance(splits, DataSplits):
+        raise DataError(f"--data {spec}: dataset {dataset.name!r} returned a {type(splits).__name__}, not zoo.data.DataSplits")
+    check_splits(spec, splits, request, plugin)
+    return splits

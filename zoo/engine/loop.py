@@ -108,10 +108,11 @@ def train(
     rng.seed_everything(seed)
 
     from zoo import data as zdata
+    from zoo import datasets
 
     spec = state["data"] if state is not None else (data or plugin.default_dataset)
     request = plugin.data_request(config)
-    splits = zdata.load(spec, request, download=download, plugin=plugin.name).to(dev)
+    splits = datasets.load(spec, request, download=download, plugin=plugin.name).to(dev)
     info = splits.info
     if state is not None and "data_info" in state and zdata.DataInfo.from_json(state["data_info"]) != info:
         raise CheckpointError(f"--data {spec} no longer gives what checkpoint {resume} was trained on (its classes or vocabulary changed)")

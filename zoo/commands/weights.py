@@ -285,9 +285,9 @@ def _max_steps(plugin: Any, config: Any, data: str, state: dict[str, Any]) -> in
     (a --max-steps run, or one interrupted and not resumed)."""
     step, epoch = int(state.get("step", 0)), int(state.get("epoch", 0))
     try:
-        from zoo import data as zdata
+        from zoo import datasets
 
-        splits = zdata.load(data, plugin.data_request(config))
+        splits = datasets.load(data, plugin.data_request(config))
         full = config.epochs * splits.train.num_batches(config.batch_size)
     except Exception:
         return step if epoch < config.epochs else None
