@@ -89,15 +89,20 @@ def install_dist(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     added: list[str] = []
 
-    def install(dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
+    def install(
+        dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str], groups: dict[str, dict[str, str]] | None = None
+    ) -> Path:
+        """`entry_points` go in the `zoo.plugins` group; `groups` adds others, e.g.
+        {"zoo.datasets": {"iris": "zoo_iris:dataset"}}."""
         for name, source in modules.items():
             (site / f"{name}.py").write_text(source)
             added.append(name)
         info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
-        (info / "entry_points.txt").write_text(f"[zoo.plugins]\n{lines}\n")
+        all_groups = {"zoo.plugins": entry_points, **(groups or {})}
+        text = "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) for group, eps in all_groups.items() if eps)
+        (info / "entry_points.txt").write_text(text)
         _registry.clear()  # the next lookup scans sys.path again
         return site
 

@@ -76,10 +76,17 @@ def test_cifar10_reads_the_python_batches(tmp_path):
 
 
 def test_cifar10_accepts_the_batches_directory_itself_and_resizes(tmp_path):
-    write_cifar(tmp_path)
+    written = write_cifar(tmp_path)
     splits = zdata.load(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", DataRequest(size=28, channels=1, value_range=(-1.0, 1.0)))
     images = splits.train.tensors["image"]
-    assert images.shape == (15, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
+    assert images.shape == (15, 1, 28, 28)
+    # The first training image, recomputed: RGB planes -> luminance -> 28 px -> [-1, 1].
+    import torch.nn.functional as F
+
+    rgb = torch.from_numpy(written["data_batch_1"][0][0].reshape(3, 32, 32).astype(np.float32)) / 255
+    grey = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])[None, None]
+    expected = F.interpolate(grey, size=(28, 28), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1) * 2 - 1
+    assert torch.allclose(images[0], expected[0], atol=1e-6)
 
 
 def test_cifar10_trains_convnet_through_the_cli(zoo, tmp_path):

@@ -107,6 +107,11 @@ def test_readme_third_party_plugin_is_discovered_and_trains(zoo, install_dist, t
     assert r.exit_code == 0, r
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and records[-1]["val_accuracy"] > 0.5
+    # Its cosine schedule, stepped by the engine: at the end of the run the rate is 0.
+    assert records[0]["lr"] == pytest.approx(0.5e-3, rel=1e-6) and records[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert zoo("info", "mlp").stdout.count("can: train, export, predict-classes") == 1
+    r = zoo("export", "mlp", "--checkpoint", tmp_path / "run" / "last.pt", "--out", tmp_path / "export", "--no-latency")
+    assert r.exit_code == 0, r
 
 
 def test_help_is_fast_because_torch_is_not_imported():

@@ -48,7 +48,32 @@ def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
     import torch
 
     state = {"format_version": FORMAT_VERSION, **state}
+    check_plain(state)
     return atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def check_plain(value: Any, where: str = "checkpoint") -> None:
+    """Refuse, before writing, anything `torch.load(weights_only=True)` would refuse to
+    read back (a numpy string in a trainer's state, a custom object): a checkpoint that
+    cannot be loaded is no checkpoint."""
+    import torch
+
+    if type(value) in (bool, int, float, str, bytes, type(None)) or isinstance(value, (torch.Tensor, torch.dtype, torch.device, torch.Size)):
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict) and type(value).__module__ in ("builtins", "collections"):
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise CheckpointError(f"cannot save {where}: its key {key!r} is a {type(key).__name__}; use strings or ints")
+            check_plain(item, f"{where}[{key!r}]")
+        return
+    raise CheckpointError(
+        f"cannot save {where}: it is a {type(value).__module__}.{type(value).__qualname__}, which a weights-only load "
+        "refuses; keep checkpointed state to tensors, numbers, strings, lists and dicts"
+    )
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

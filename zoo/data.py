@@ -202,6 +202,16 @@ class DataInfo:
     class_names: tuple[str, ...] | None = None
     vocabulary: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # Plain Python values only (a dataset may hand over numpy strings): they go into
+        # checkpoints, which hold nothing a weights-only load refuses.
+        if self.num_classes is not None:
+            object.__setattr__(self, "num_classes", int(self.num_classes))
+        for key in ("class_names", "vocabulary"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(str(v) for v in value))
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.num_classes is not None:
@@ -350,6 +360,10 @@ def check_splits(spec: str, splits: DataSplits, request: DataRequest, plugin: st
     """Refuse data that does not fit the request: missing tensors, other dtypes or
     shapes, labels outside the plugin's classes. One line naming the tensor."""
     info = splits.info
+    for need in request.tensors:
+        if isinstance(need, Labels) and need.num_classes is not None and info.num_classes is not None:
+            if info.num_classes > need.num_classes:
+                raise DataError(f"--data {spec} has {info.num_classes} classes, but {plugin} predicts {need.num_classes}")
     for split_name, split in (("training", splits.train), ("validation", splits.val)):
         if len(split) == 0:
             raise DataError(f"--data {spec}: the {split_name} split is empty")
@@ -374,12 +388,6 @@ def check_splits(spec: str, splits: DataSplits, request: DataRequest, plugin: st
                         f"--data {spec}: {split_name} labels run {low}..{high}, but {plugin} predicts "
                         f"{need.num_classes} classes (labels 0..{need.num_classes - 1})"
                     )
-    for need in request.tensors:
-        if isinstance(need, Labels) and need.num_classes is not None and info.num_classes is not None:
-            if info.num_classes > need.num_classes:
-                raise DataError(f"--data {spec} has {info.num_classes} classes, but {plugin} predicts {need.num_classes}")
-
-
 # --------------------------------------------------------------------------- helpers for datasets
 
 
