@@ -91,16 +91,20 @@ def build_model(
     checkpoint: str | None = None,
     weights: str | None = None,
     random_init: bool = False,
-    seed: int = 0,
+    seed: int | None = 0,
     overrides: dict[str, Any] | None = None,
+    config: Any = None,
     data: str | None = None,
+    data_info: DataInfo | None = None,
     latest: bool = True,
     log: Log = _quiet,
 ) -> Built:
     """The model `plugin` builds from exactly one source of weights, in eval mode on the
-    CPU. With no source, the newest `zoo train` run of the plugin (when `latest`)."""
-    import torch
+    CPU. With no source, the newest `zoo train` run of the plugin (when `latest`).
 
+    Training passes its own `config` and the data's `data_info`: random init then draws
+    from the global generator the engine seeded (`seed=None`), and `--weights` load into
+    the run's config, refusing weights of another architecture by name."""
     from zoo import checkpoint as ckpt
     from zoo import paths
     from zoo import weights as zweights
@@ -111,6 +115,8 @@ def build_model(
         raise UsageError(f"{' and '.join(given)} exclude each other; pick one source of weights")
     if overrides and not random_init:
         raise UsageError("--config applies only with --random-init (a checkpoint or weights file brings its own config)")
+    if config is not None and checkpoint is not None:
+        raise UsageError("a checkpoint brings its own config; pass one or the other")
     if not given:
         found = paths.latest_checkpoint(plugin.name) if latest else None
         if found is None:
@@ -125,32 +131,41 @@ def build_model(
         state = ckpt.load(checkpoint, plugin=plugin.name)
         config = zconfig.from_dict(plugin.config_class, state.get("config") or {}, plugin=plugin.name)
         info = _data_info(state.get("data_info"), f"checkpoint {checkpoint}")
-        with torch.random.fork_rng(devices=[]):
-            model = plugin.instantiate(config, info)
+        model = _instantiate(plugin, config, info, seed)
         ckpt.load_state_dict_strict(model, state["model"], what=f"checkpoint {checkpoint}")
         source = Source("checkpoint", path=str(Path(checkpoint).resolve()), sha256=ckpt.sha256_file(checkpoint))
     elif weights is not None:
         loaded = zweights.read(plugin, weights)
-        config = zconfig.from_dict(plugin.config_class, loaded.config or {}, plugin=plugin.name)
-        info = _data_info(loaded.meta.get("data_info"), f"weights {weights}")
-        with torch.random.fork_rng(devices=[]):
-            model = plugin.instantiate(config, info)
+        if config is None:
+            config = zconfig.from_dict(plugin.config_class, loaded.config or {}, plugin=plugin.name)
+        info = data_info if data_info is not None else _data_info(loaded.meta.get("data_info"), f"weights {weights}")
+        model = _instantiate(plugin, config, info, seed)  # components the file lacks keep these values
         zweights.load_into(plugin, model, loaded, config=config)
         is_path = Path(weights).expanduser().exists()
         source = Source("weights", path=str(loaded.path.resolve()), name=None if is_path else weights, sha256=loaded.sha256)
         weights_read = loaded
     else:
-        config = zconfig.from_dict(plugin.config_class, overrides or {}, plugin=plugin.name)
-        info = data_info_for(plugin, config, data)
-        # Seeded on a forked generator: the same --seed gives the same weights, and the
-        # caller's global random state is left as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = plugin.instantiate(config, info)
+        if config is None:
+            config = zconfig.from_dict(plugin.config_class, overrides or {}, plugin=plugin.name)
+        info = data_info if data_info is not None else data_info_for(plugin, config, data)
+        model = _instantiate(plugin, config, info, seed)
         source = Source("random-init", seed=seed)
     model.eval()
     source.state_sha256 = state_digest(model)
     return Built(model, config, info, source, weights_read)
+
+
+def _instantiate(plugin: Plugin, config: Any, info: DataInfo, seed: int | None) -> Any:
+    """With a seed, on a forked generator: the same seed gives the same weights and the
+    caller's global random state is left as it was. Without one, from the global
+    generator as it stands (a training run seeded it; its later draws follow on)."""
+    import torch
+
+    if seed is None:
+        return plugin.instantiate(config, info)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return plugin.instantiate(config, info)
 
 
 def _data_info(raw: Any, what: str) -> DataInfo:

@@ -117,11 +117,12 @@ def train(
     if state is not None and "data_info" in state and zdata.DataInfo.from_json(state["data_info"]) != info:
         raise CheckpointError(f"--data {spec} no longer gives what checkpoint {resume} was trained on (its classes or vocabulary changed)")
 
-    model = plugin.instantiate(config, info).to(dev)
-    if weights is not None and state is None:
-        from zoo import weights as zweights
+    from zoo import models
 
-        zweights.load_into(plugin, model, weights, config=config)
+    # The global generator seeded above draws the initial weights, so a run is reproduced
+    # by its seed; a resumed run's weights are then replaced by its checkpoint's below.
+    source = {"weights": weights} if weights is not None and state is None else {"random_init": True}
+    model = models.build_model(plugin, config=config, data_info=info, seed=None, **source).model.to(dev)
     trainer = plugin.trainer_class(model, config, dev)
     steps_per_epoch = splits.train.num_batches(config.batch_size)
     total_steps = config.epochs * steps_per_epoch
