@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from typing import Any
 
@@ -101,6 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug, in zoo or in a plugin: one line, the traceback on request
+        if os.environ.get("ZOO_DEBUG"):
+            raise
+        text = str(exc).strip().splitlines()
+        click.echo(f"error: unexpected {type(exc).__name__}: {text[0][:300] if text else ''} (ZOO_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -340,6 +347,7 @@ class TrainCommand(click.Command):
 )
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="run directory [default: a new runs/PLUGIN/NNN]")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from a last.pt checkpoint")
+@click.option("--overwrite", is_flag=True, help="replace the run an existing --out directory holds (refused otherwise)")
 @click.option("--weights", default=None, help="initialise from pretrained weights: a NAME of the plugin's table or a file PATH")
 @click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True, help="progress display")
 @click.option(
@@ -350,6 +358,7 @@ class TrainCommand(click.Command):
 )
 def train_command(
     plugin_name: str,
+    overwrite: bool,
     max_steps: int | None,
     data: str | None,
     download: bool,
@@ -404,6 +413,7 @@ def train_command(
         weights=weights,
         download=download,
         progress=progress,
+        overwrite=overwrite,
     )
     click.echo(f"wrote {result.out_dir} (checkpoint {result.checkpoint})")
 

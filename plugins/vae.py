@@ -97,6 +97,11 @@ class VAETrainer(Trainer):
     def train_step(self, batch, optimizers, progress):
         x = batch["image"]
         recon, mean, log_variance = self.model(x)
+        if not bool(torch.isfinite(recon).all()):
+            # Diverged (e.g. --lr 1e30): BCE refuses NaN pixels with an error, so report the
+            # loss as NaN and let the engine stop with the step named, weights untouched.
+            nan = torch.tensor(float("nan"))
+            return {"loss": nan, "bce": nan, "kld": nan}
         bce, kld = loss_function(recon, x, mean, log_variance)
         loss = bce + kld
         opt = optimizers["adam"]

@@ -6,9 +6,11 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +21,17 @@ from zoo.errors import CheckpointError
 FORMAT_VERSION = 1
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb", size_hint: int | None = None) -> Path:
     """Write through a temp file in the same directory, then `os.replace`: a reader (or a
-    crash) sees either the old file or the complete new one, never half of it."""
+    crash) sees either the old file or the complete new one, never half of it. A full
+    disk is one `DiskFull` line naming the path and the space needed; the temp file is
+    removed and the previous file stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if size_hint is not None:
+        free = _free(path.parent)
+        if free is not None and free < size_hint:
+            raise _disk_full(path, size_hint, free)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600; give the file the permissions an ordinary open() would.
@@ -35,13 +43,57 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        free = _free(path.parent)  # before the temp file goes: a full disk shows as ~0 free
         try:
+            written = os.path.getsize(tmp)
             os.unlink(tmp)
         except FileNotFoundError:
-            pass
+            written = 0
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or (isinstance(exc, (OSError, RuntimeError)) and free is not None and free < DISK_FULL_SLACK):
+            raise _disk_full(path, max(size_hint or 0, written + DISK_FULL_SLACK), _free(path.parent)) from None
         raise
     return path
+
+
+# Below this much free space, a failed write is taken to have run out of room (torch's
+# zip writer reports ENOSPC as a RuntimeError).
+DISK_FULL_SLACK = 1 << 20
+
+
+def _free(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _disk_full(path: Path, needed: int, free: int | None) -> Exception:
+    from zoo.errors import DiskFull
+
+    have = f"{_mb(free)} free" if free is not None else "the free space is unknown"
+    return DiskFull(
+        f"no space left to write {path}: it needs about {_mb(needed)}, {have} there; "
+        f"nothing was changed (free some space and run the command again)"
+    )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+def state_bytes(value: Any) -> int:
+    """The bytes of the tensors in a nested state (about what torch.save writes)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(state_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(state_bytes(v) for v in value)
+    return 0
 
 
 def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -49,7 +101,7 @@ def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
     state = {"format_version": FORMAT_VERSION, **state}
     check_plain(state)
-    return atomic_write(path, lambda fh: torch.save(state, fh))
+    return atomic_write(path, lambda fh: torch.save(state, fh), size_hint=state_bytes(state) + (64 << 10))
 
 
 def check_plain(value: Any, where: str = "checkpoint") -> None:
@@ -58,7 +110,9 @@ def check_plain(value: Any, where: str = "checkpoint") -> None:
     cannot be loaded is no checkpoint."""
     import torch
 
-    if type(value) in (bool, int, float, str, bytes, type(None)) or isinstance(value, (torch.Tensor, torch.dtype, torch.device, torch.Size)):
+    if type(value) in (bool, int, float, str, bytes, type(None)) or isinstance(
+        value, (torch.Tensor, torch.dtype, torch.device, torch.Size)
+    ):
         return
     if type(value) in (list, tuple):
         for i, item in enumerate(value):

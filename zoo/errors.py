@@ -23,3 +23,7 @@ class CheckpointError(ZooError):
 
 class TrainingDiverged(ZooError):
     """A loss became NaN or infinite."""
+
+
+class DiskFull(ZooError):
+    """A write ran out of space; nothing that existed before was changed."""

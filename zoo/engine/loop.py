@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo import checkpoint, devices, paths
+from zoo import checkpoint, devices
 from zoo import config as zconfig
 from zoo.engine import rng, run_files
 from zoo.engine.display import ProgressDisplay
-from zoo.errors import CheckpointError, TrainingDiverged, UsageError, ZooError
+from zoo.errors import CheckpointError, DiskFull, TrainingDiverged, UsageError, ZooError
 from zoo.plugin import Plugin
 from zoo.trainer import Progress, Schedule
 from zoo.versions import plugin_version, zoo_version
@@ -86,8 +86,10 @@ def train(
     weights: str | None = None,
     download: bool = False,
     progress: str = "auto",
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train `plugin` with `config`; returns where it wrote and the per-epoch records."""
+    """Train `plugin` with `config`; returns where it wrote and the per-epoch records.
+    A directory that holds a run is refused unless it is resumed or `overwrite` is given."""
     import torch
 
     config = zconfig.from_dict(type(config), zconfig.to_dict(config), plugin=plugin.name)  # ranges and choices
@@ -161,149 +163,180 @@ def train(
                 flush=True,
             )
 
-    out_dir = _out_dir(plugin, out, resume, is_main)
-    ckpt_path = out_dir / run_files.CHECKPOINT
-    metrics_path = out_dir / run_files.METRICS
-    version = plugin_version(plugin)
-    if is_main:
-        checkpoint.write_json(
-            {
-                "plugin": plugin.name,
-                "plugin_version": version,
-                "zoo_version": zoo_version(),
-                "data": spec,
-                "data_details": splits.details,
-                "data_info": info.to_json(),
-                "seed": seed,
-                "device": str(dev),
-                "config": zconfig.to_dict(config),
-            },
-            out_dir / run_files.CONFIG,
-        )
-        if state is not None:
-            run_files.truncate_records(metrics_path, epoch, complete)
-        elif metrics_path.exists():
-            metrics_path.unlink()
+    run_dir = run_files.RunDir(plugin.name, out, resume, overwrite, is_main)
+    with run_dir as out_dir:
+        ckpt_path = out_dir / run_files.CHECKPOINT
+        metrics_path = out_dir / run_files.METRICS
+        version = plugin_version(plugin)
+        if is_main:
+            checkpoint.write_json(
+                {
+                    "plugin": plugin.name,
+                    "plugin_version": version,
+                    "zoo_version": zoo_version(),
+                    "data": spec,
+                    "data_details": splits.details,
+                    "data_info": info.to_json(),
+                    "seed": seed,
+                    "device": str(dev),
+                    "config": zconfig.to_dict(config),
+                },
+                out_dir / run_files.CONFIG,
+            )
+            if state is not None:
+                run_files.truncate_records(metrics_path, epoch, complete)
+            elif metrics_path.exists():
+                metrics_path.unlink()
 
-    display = ProgressDisplay(progress, config.epochs)
-    history: list[dict[str, Any]] = []
-    last_good = ckpt_path if ckpt_path.exists() and state is not None else None
-    batch_size = config.batch_size
+        display = ProgressDisplay(progress, config.epochs)
+        history: list[dict[str, Any]] = []
+        last_good = ckpt_path if ckpt_path.exists() and state is not None else None
+        batch_size = config.batch_size
 
-    def progress_at(in_epoch: int) -> Progress:
-        return Progress(step, epoch, in_epoch, steps_per_epoch, total_steps, config.epochs)
+        def progress_at(in_epoch: int) -> Progress:
+            return Progress(step, epoch, in_epoch, steps_per_epoch, total_steps, config.epochs)
 
-    def save(complete_now: bool, in_epoch: int, data_state: Any, record: dict[str, Any]) -> None:
-        checkpoint.save(
-            {
-                "plugin": plugin.name,
-                "plugin_version": version,
-                "zoo_version": zoo_version(),
-                "config": zconfig.to_dict(config),
-                "data": spec,
-                "data_info": info.to_json(),
-                "seed": seed,
-                "epoch": epoch,
-                "epoch_complete": complete_now,
-                "step": step,
-                "step_in_epoch": in_epoch,
-                "total_steps": total_steps,
-                "model": model.state_dict(),
-                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                "schedules": {n: s.scheduler.state_dict() for n, s in schedules.items()},
-                "trainer": trainer.state_dict(),
-                "rng": rng.capture(data_state, aug_gen),
-                "sums": dict(sums) if not complete_now else {},
-                "seen": seen if not complete_now else 0,
-                "logged": dict(trainer._logged) if not complete_now else {},
-                "metrics": record,
-            },
-            ckpt_path,
-        )
+        def save(complete_now: bool, in_epoch: int, data_state: Any, record: dict[str, Any]) -> None:
+            try:
+                _save(complete_now, in_epoch, data_state, record)
+            except DiskFull as exc:
+                kept = f"the last good checkpoint {last_good} is intact" if last_good else "no checkpoint was written"
+                hint = f"; free some space and --resume {last_good}" if last_good else ""
+                raise DiskFull(f"{str(exc).split('; nothing was changed')[0]}; stopped at step {step}, {kept}{hint}") from None
 
-    try:
-        while epoch < config.epochs or not complete:
-            if complete:
-                epoch += 1
-                sums, seen, start_at = {}, 0, 0
-            else:
-                start_at = resume_at  # in the middle of the checkpoint's epoch
-            complete = True
-            epoch_start_state = data_gen.get_state()  # the epoch's order is drawn from here
-            model.train()
-            trainer._logged = dict(logged_before)
-            logged_before = {}
-            trainer.on_epoch_start(progress_at(start_at))
-            display.start_epoch(epoch, steps_per_epoch, start_at)
-            in_epoch = start_at
-            stopped = False
-            seen_now = 0
-            t0 = time.perf_counter()
-            batches = splits.train.batches(batch_size, generator=data_gen if request.shuffle else None, start=start_at)
-            for batch in batches:
-                batch = trainer.augment(batch, aug_gen)
-                losses = trainer.train_step(batch, optimizers, progress_at(in_epoch))
-                step += 1
-                in_epoch += 1
-                for s in schedules.values():
-                    if s.interval == "step":
-                        s.scheduler.step()
-                values = {k: float(v) for k, v in (losses or {}).items()}
-                for k, v in values.items():
-                    if not math.isfinite(v):
-                        where = f"the last good checkpoint {last_good} is intact" if last_good else "no checkpoint was written"
-                        raise TrainingDiverged(f"loss {k} became {v} at step {step} (epoch {epoch}); stopped, {where}")
-                    sums[k] = sums.get(k, 0.0) + v
-                samples = len(next(iter(batch.values())))
-                seen += samples
-                seen_now += samples
-                display.step(values)
-                if max_steps is not None and step >= max_steps and in_epoch < steps_per_epoch:
-                    stopped = True
+        def _save(complete_now: bool, in_epoch: int, data_state: Any, record: dict[str, Any]) -> None:
+            checkpoint.save(
+                {
+                    "plugin": plugin.name,
+                    "plugin_version": version,
+                    "zoo_version": zoo_version(),
+                    "config": zconfig.to_dict(config),
+                    "data": spec,
+                    "data_info": info.to_json(),
+                    "seed": seed,
+                    "epoch": epoch,
+                    "epoch_complete": complete_now,
+                    "step": step,
+                    "step_in_epoch": in_epoch,
+                    "total_steps": total_steps,
+                    "model": model.state_dict(),
+                    "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                    "schedules": {n: s.scheduler.state_dict() for n, s in schedules.items()},
+                    "trainer": trainer.state_dict(),
+                    "rng": rng.capture(data_state, aug_gen),
+                    "sums": dict(sums) if not complete_now else {},
+                    "seen": seen if not complete_now else 0,
+                    "logged": dict(trainer._logged) if not complete_now else {},
+                    "metrics": record,
+                },
+                ckpt_path,
+            )
+
+        try:
+            while epoch < config.epochs or not complete:
+                if complete:
+                    epoch += 1
+                    sums, seen, start_at = {}, 0, 0
+                else:
+                    start_at = resume_at  # in the middle of the checkpoint's epoch
+                complete = True
+                epoch_start_state = data_gen.get_state()  # the epoch's order is drawn from here
+                model.train()
+                trainer._logged = dict(logged_before)
+                logged_before = {}
+                trainer.on_epoch_start(progress_at(start_at))
+                display.start_epoch(epoch, steps_per_epoch, start_at)
+                in_epoch = start_at
+                stopped = False
+                seen_now = 0
+                t0 = time.perf_counter()
+                batches = splits.train.batches(batch_size, generator=data_gen if request.shuffle else None, start=start_at)
+                for batch in batches:
+                    batch = trainer.augment(batch, aug_gen)
+                    try:
+                        losses = trainer.train_step(batch, optimizers, progress_at(in_epoch))
+                    except ZooError:
+                        raise
+                    except Exception as exc:
+                        # A loss that leaves its domain (BCE of NaN pixels after --lr 1e30) raises
+                        # inside the step; when the weights are no longer finite, that is divergence.
+                        if not _finite(model):
+                            where = f"the last good checkpoint {last_good} is intact" if last_good else "no checkpoint was written"
+                            raise TrainingDiverged(
+                                f"loss became nan at step {step + 1} (epoch {epoch}): the weights are no longer finite "
+                                f"({type(exc).__name__} in train_step); stopped, {where}"
+                            ) from None
+                        raise
+                    step += 1
+                    in_epoch += 1
+                    for s in schedules.values():
+                        if s.interval == "step":
+                            s.scheduler.step()
+                    values = {k: float(v) for k, v in (losses or {}).items()}
+                    for k, v in values.items():
+                        if not math.isfinite(v):
+                            where = f"the last good checkpoint {last_good} is intact" if last_good else "no checkpoint was written"
+                            raise TrainingDiverged(
+                                f"{k if k.startswith('loss') else 'loss ' + k} became {v} at step {step} (epoch {epoch}); stopped, {where}"
+                            )
+                        sums[k] = sums.get(k, 0.0) + v
+                    samples = len(next(iter(batch.values())))
+                    seen += samples
+                    seen_now += samples
+                    display.step(values)
+                    if max_steps is not None and step >= max_steps and in_epoch < steps_per_epoch:
+                        stopped = True
+                        break
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                seconds = time.perf_counter() - t0
+                # Where a stopped epoch resumes from: the state its order was drawn from.
+                data_state = epoch_start_state if stopped else data_gen.get_state()
+                record = _evaluate(trainer, model, splits, batch_size, seed, dev)
+                metrics = record.pop("__metrics")
+                grid, text = record.pop("__grid"), record.pop("__text")
+                if not stopped:
+                    for s in schedules.values():
+                        if s.interval == "epoch":
+                            s.scheduler.step(metrics[s.monitor]) if s.monitor else s.scheduler.step()
+                    trainer.on_epoch_end(progress_at(in_epoch), metrics)
+                row: dict[str, Any] = {"epoch": epoch, "step": step}
+                if stopped:
+                    row["epoch_complete"] = False
+                    row["step_in_epoch"] = in_epoch
+                row.update({k: s / max(in_epoch, 1) for k, s in sums.items()})
+                row.update({k: float(v) for k, v in metrics.items()})
+                if schedules:
+                    row.update({("lr" if len(optimizers) == 1 else f"lr_{n}"): o.param_groups[0]["lr"] for n, o in optimizers.items()})
+                row.update(trainer._logged)
+                row["seconds"] = round(seconds, 4)
+                row["samples_per_second"] = round(seen_now / seconds, 2) if seconds > 0 else None
+                history.append(row)
+                if is_main:
+                    save(not stopped, in_epoch, data_state, row)
+                    last_good = ckpt_path
+                    run_dir.checkpointed = True
+                    run_files.append_record(metrics_path, row)
+                    if grid is not None:
+                        run_files.save_grid(grid, out_dir / run_files.SAMPLES / f"epoch_{epoch:03d}.png")
+                    if text is not None:
+                        run_files.save_text(text, out_dir / run_files.SAMPLES / f"epoch_{epoch:03d}.txt")
+                display.end_epoch(row)
+                if stopped or (max_steps is not None and step >= max_steps):
                     break
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            seconds = time.perf_counter() - t0
-            # Where a stopped epoch resumes from: the state its order was drawn from.
-            data_state = epoch_start_state if stopped else data_gen.get_state()
-            record = _evaluate(trainer, model, splits, batch_size, seed, dev)
-            metrics = record.pop("__metrics")
-            grid, text = record.pop("__grid"), record.pop("__text")
-            if not stopped:
-                for s in schedules.values():
-                    if s.interval == "epoch":
-                        s.scheduler.step(metrics[s.monitor]) if s.monitor else s.scheduler.step()
-                trainer.on_epoch_end(progress_at(in_epoch), metrics)
-            row: dict[str, Any] = {"epoch": epoch, "step": step}
-            if stopped:
-                row["epoch_complete"] = False
-                row["step_in_epoch"] = in_epoch
-            row.update({k: s / max(in_epoch, 1) for k, s in sums.items()})
-            row.update({k: float(v) for k, v in metrics.items()})
-            if schedules:
-                row.update({("lr" if len(optimizers) == 1 else f"lr_{n}"): o.param_groups[0]["lr"] for n, o in optimizers.items()})
-            row.update(trainer._logged)
-            row["seconds"] = round(seconds, 4)
-            row["samples_per_second"] = round(seen_now / seconds, 2) if seconds > 0 else None
-            history.append(row)
-            if is_main:
-                save(not stopped, in_epoch, data_state, row)
-                last_good = ckpt_path
-                run_files.append_record(metrics_path, row)
-                if grid is not None:
-                    run_files.save_grid(grid, out_dir / run_files.SAMPLES / f"epoch_{epoch:03d}.png")
-                if text is not None:
-                    run_files.save_text(text, out_dir / run_files.SAMPLES / f"epoch_{epoch:03d}.txt")
-            display.end_epoch(row)
-            if stopped or (max_steps is not None and step >= max_steps):
-                break
-    except KeyboardInterrupt:
-        display.close()
-        where = f"the last complete checkpoint is {last_good}" if last_good else "no epoch had finished, so no checkpoint was written"
-        raise Interrupted(f"interrupted at step {step}; {where}") from None
-    finally:
-        display.close()
-    return TrainResult(out_dir=out_dir, checkpoint=last_good, history=history)
+        except KeyboardInterrupt:
+            display.close()
+            where = f"the last complete checkpoint is {last_good}" if last_good else "no epoch had finished, so no checkpoint was written"
+            raise Interrupted(f"interrupted at step {step}; {where}") from None
+        finally:
+            display.close()
+        return TrainResult(out_dir=out_dir, checkpoint=last_good, history=history)
+
+
+def _finite(model: Any) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def _evaluate(trainer: Any, model: Any, splits: Any, batch_size: int, seed: int, dev: Any) -> dict[str, Any]:
@@ -331,20 +364,3 @@ def _restore_optimization(resume: Any, state: dict[str, Any], optimizers: dict[s
         if name not in saved_schedules:
             raise CheckpointError(f"checkpoint {resume} has no state for schedule {name!r}")
         s.scheduler.load_state_dict(saved_schedules[name])
-
-
-def _out_dir(plugin: Plugin, out: Any, resume: Any, is_main: bool) -> Path:
-    out_dir = Path(out) if out is not None else (Path(resume).parent if resume is not None else None)
-    if not is_main:
-        assert out_dir is not None
-        return out_dir
-    if out_dir is None:
-        out_dir = paths.new_run_dir(plugin.name)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".zoo-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
-    return out_dir
