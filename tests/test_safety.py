@@ -45,7 +45,40 @@ def base_files(tmp_path_factory) -> Path:
         torch.save({k: v for k, v in state.items() if k != key}, root / f"no-{key}.pt")
     with open(root / "plain.pkl", "wb") as fh:
         pickle.dump({"x": 1}, fh)
+    _mnist_variants(root)
     return root
+
+
+def _idx(magic: int, dims: tuple[int, ...], payload: bytes | None = None) -> bytes:
+    import numpy as np
+
+    head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    return head + (payload if payload is not None else np.zeros(dims, dtype=np.uint8).tobytes())
+
+
+def _mnist_variants(root: Path) -> None:
+    """MNIST layouts with one thing wrong each (and one right)."""
+    import numpy as np
+
+    def write(name: str, **override: bytes) -> None:
+        raw = root / name / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        files = {
+            "train-images-idx3-ubyte": _idx(0x803, (6, 28, 28)),
+            "train-labels-idx1-ubyte": _idx(0x801, (6,), bytes([0, 1, 2, 3, 4, 5])),
+            "t10k-images-idx3-ubyte": _idx(0x803, (4, 28, 28)),
+            "t10k-labels-idx1-ubyte": _idx(0x801, (4,), bytes([6, 7, 8, 9])),
+        }
+        files.update(override)
+        for file, data in files.items():
+            (raw / file).write_bytes(data)
+
+    write("mnist-bad-magic", **{"train-images-idx3-ubyte": _idx(0x804, (6, 28, 28))})
+    write("mnist-truncated-header", **{"t10k-labels-idx1-ubyte": b"\x00\x00\x08"})
+    write("mnist-short-data", **{"train-images-idx3-ubyte": _idx(0x803, (6, 28, 28))[:-100]})
+    write("mnist-fewer-labels", **{"train-labels-idx1-ubyte": _idx(0x801, (5,), bytes([0, 1, 2, 3, 4]))})
+    write("mnist-label-12", **{"t10k-labels-idx1-ubyte": _idx(0x801, (4,), bytes([6, 7, 12, 9]))})
+    del np
 
 
 @pytest.fixture
@@ -92,6 +125,27 @@ TRAIN_CASES = [
     ("dataset-needs-path", ["train", "vae", "--data", "mnist"], 2, "needs a path"),
     ("dataset-takes-no-path", ["train", "vae", "--data", "digits:{F}"], 2, "takes no path"),
     ("missing-data-dir", ["train", "convnet", "--data", "mnist:{F}/nope"], 1, "does not exist"),
+    (
+        "mnist-bad-magic",
+        ["train", "convnet", "--data", "mnist:{F}/mnist-bad-magic"],
+        1,
+        "train-images-idx3-ubyte: not an MNIST images file (magic number 0x00000804",
+    ),
+    (
+        "mnist-truncated-header",
+        ["train", "convnet", "--data", "mnist:{F}/mnist-truncated-header"],
+        1,
+        "t10k-labels-idx1-ubyte: truncated IDX header",
+    ),
+    (
+        "mnist-short-data",
+        ["train", "convnet", "--data", "mnist:{F}/mnist-short-data"],
+        1,
+        "header says 6x28x28 = 4704 bytes of data, the file holds 4604",
+    ),
+    ("mnist-fewer-labels", ["train", "convnet", "--data", "mnist:{F}/mnist-fewer-labels"], 1, "5 labels for the 6 images"),
+    ("mnist-label-12", ["train", "convnet", "--data", "mnist:{F}/mnist-label-12"], 1, "labels must be digits 0..9, found 12"),
+    ("mnist-not-a-layout", ["train", "convnet", "--data", "mnist:{F}/vae-run"], 1, "is missing"),
     ("dataset-cannot-serve", ["train", "dcgan", "--channels", "3", "--data", "edges"], 2, "dcgan needs image"),
     ("pairs-for-images", ["train", "pix2pix", "--data", "digits"], 2, "pix2pix needs A"),
     ("resume-text-file", ["train", "vae", "--resume", "{F}/text.pt"], 1, "text.pt"),
@@ -146,6 +200,21 @@ def test_bad_input_is_one_line_and_loses_nothing(zoo, files, tmp_path, argv, cod
     one_line_error(r, code, needle)
     assert snapshot(tmp_path) == before  # nothing changed, nothing added: no temp files, no empty runs
     assert not (tmp_path / "pwned.txt").exists() and not Path("pwned.txt").exists()
+
+
+def test_offline_download_makes_no_connection(zoo, files, tmp_path, monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    for name in ("getaddrinfo", "create_connection"):
+        monkeypatch.setattr(socket, name, no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    for spec in ("mnist", "cifar10"):
+        r = zoo("train", "convnet" if spec == "mnist" else "dcgan", "--data", f"{spec}:{tmp_path / ('new-' + spec)}", "--download")
+        one_line_error(r, 1, "ZOO_OFFLINE=1 forbids network access")
 
 
 def test_the_bad_input_suite_is_large_enough():

@@ -38,3 +38,12 @@ def latest_checkpoint(plugin: str) -> Path | None:
         return None
     candidates = [p / "last.pt" for p in root.iterdir() if (p / "last.pt").is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+ENV_OFFLINE = "ZOO_OFFLINE"
+
+
+def offline() -> bool:
+    """`ZOO_OFFLINE=1`: no network connection at all (downloads are refused before any
+    name is looked up)."""
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")

@@ -90,6 +90,13 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
     if not root.is_dir() and download:
         from torchvision.datasets import CIFAR10
 
+        from zoo import paths
+
+        if paths.offline():
+            raise DataError(
+                f"--data cifar10:{path} --download: {paths.ENV_OFFLINE}=1 forbids network access; copy cifar-10-batches-py there"
+            )
+
         try:
             CIFAR10(str(path), train=True, download=True)
         except Exception as exc:
