@@ -109,8 +109,16 @@ class Tokens(DataSpec):
 
     name: str = "tokens"
     length: int | None = None
+    # "random": windows at random offsets of the text; "consecutive": `lanes` contiguous
+    # streams, batch j holding window j of each (truncated backpropagation through time).
+    windows: str = "random"
+    lanes: int | None = None
     kind: ClassVar[str] = "tokens"
     dtype: ClassVar[str] = "int64"
+
+    def __post_init__(self) -> None:
+        if self.windows not in ("random", "consecutive"):
+            raise ValueError(f"Tokens windows must be 'random' or 'consecutive', not {self.windows!r}")
 
     def shape(self) -> tuple[int | str, ...]:
         return (self.length if self.length is not None else "length",)
