@@ -26,7 +26,7 @@ def sample_kind(plugin: Plugin) -> str | None:
     target = plugin.target(plugin.sample_target)
     if target.inputs and target.inputs[0].is_integer and not _is_image(target.outputs[0]):
         return "text"
-    if target.outputs and _is_image(target.outputs[0]):
+    if target.outputs and _is_image(target.outputs[0]) and plugin.sample_inputs is not None:
         return "images"
     return None
 

@@ -18,11 +18,11 @@ def hyperparameters(plugin: Plugin) -> list[dict[str, Any]]:
     return [f.to_json() for f in zconfig.fields(plugin.config_class)]
 
 
-def describe_target(target: Any, config: Any, model: Any = None) -> dict[str, Any]:
+def describe_target(target: Any, config: Any, model: Any = None, data_info: Any = None) -> dict[str, Any]:
     module = target.module(model) if model is not None else None
     if module is not None:
-        check_target(target, config, module)
-    io = target_io(target, config, module) if model is not None else {}
+        check_target(target, config, module, data_info)
+    io = target_io(target, config, module, data_info=data_info) if model is not None else {}
     return {
         "name": target.name,
         "description": target.description,
@@ -42,15 +42,17 @@ def describe(plugin: Plugin, with_shapes: bool = True) -> dict[str, Any]:
     entry = _registry.plugins.entries().get(plugin.name)
     config = plugin.config()
     model = None
+    info = None
     if with_shapes and plugin.export_targets:
         import torch
 
         from zoo.models import data_info_for
 
+        info = data_info_for(plugin, config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = plugin.instantiate(config, data_info_for(plugin, config)).eval()
-    targets = [describe_target(t, config, model) for t in plugin.export_targets]
+            model = plugin.instantiate(config, info).eval()
+    targets = [describe_target(t, config, model, info) for t in plugin.export_targets]
     weights = [{"name": w.name, "source": w.source, "sha256": w.sha256, "meta": dict(w.meta)} for w in plugin.weights]
     request = plugin.data_request(config)
     return {

@@ -168,23 +168,30 @@ class ExportTarget:
         return {axis: sizes[0] for axis, sizes in self.sizes_of_axes(config).items()}
 
     def make_inputs(
-        self, config: Any, batch: int, generator: torch.Generator, sizes: Mapping[str, int] | None = None
+        self, config: Any, batch: int, generator: torch.Generator, sizes: Mapping[str, int] | None = None, data: Any = None
     ) -> tuple[torch.Tensor, ...]:
         """`example_inputs` at `batch` (and, for targets with dynamic axes, at `sizes`,
-        default: the export sizes)."""
+        default: the export sizes). An `example_inputs` with a parameter named `data` is
+        given the data's `DataInfo` too (token ids must stay inside the vocabulary)."""
+        args: list[Any] = [config, batch, generator]
         if self.dynamic_axes:
-            return tuple(self.example_inputs(config, batch, generator, {**self.axes(config), **(sizes or {})}))
-        return tuple(self.example_inputs(config, batch, generator))
+            args.append({**self.axes(config), **(sizes or {})})
+        kwargs = {}
+        if _takes(self.example_inputs, "data"):
+            from zoo.data import DataInfo
+
+            kwargs["data"] = data if data is not None else DataInfo()
+        return tuple(self.example_inputs(*args, **kwargs))
 
     def exporter(self, fmt: str, default: str) -> str:
         if fmt == "torchscript" and self.trace:
             return "trace"
         return self.exporters.get(fmt, default)
 
-    def input_shapes(self, config: Any, batch: int) -> dict[str, tuple[int, ...]]:
+    def input_shapes(self, config: Any, batch: int, data: Any = None) -> dict[str, tuple[int, ...]]:
         import torch
 
-        tensors = self.make_inputs(config, batch, torch.Generator().manual_seed(0))
+        tensors = self.make_inputs(config, batch, torch.Generator().manual_seed(0), data=data)
         return {spec.name: tuple(t.shape) for spec, t in zip(self.inputs, tensors)}
 
 
@@ -197,6 +204,14 @@ class Weights:
     source: str
     sha256: str
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether `fn` has a parameter called `name`."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _positional_arity(fn: Callable[..., Any]) -> int:
@@ -235,9 +250,12 @@ class Plugin:
     checkpoint_filter: Callable[[Mapping[str, Any], Any], dict[str, Any]] | None = None
     # Module-level docs: paper and reference implementation.
     reference: str = ""
-    # Generative plugins: the export target that turns noise (and a label) into samples,
-    # and how to make its inputs: (config, n, label or None, generator) -> input tensors.
-    # `zoo sample` runs it eagerly or from an exported artifact with the same inputs.
+    # Generative plugins: the export target `zoo sample` runs, eagerly or from an exported
+    # artifact. Images: it turns noise (and a label) into images, and `sample_inputs`
+    # makes its inputs: (config, n, label or None, generator) -> input tensors. Text: it is
+    # either tokens -> logits (generation slides a window as long as the largest size of
+    # its sequence axis) or (token, state...) -> (logits, next state...), the state
+    # outputs fed, in order, to the state inputs of the next step.
     sample_target: str | None = None
     sample_inputs: Callable[[Any, int, int | None, torch.Generator], tuple[torch.Tensor, ...]] | None = None
     # The export target `zoo predict` runs on input images: class scores out make it a
@@ -264,8 +282,8 @@ class Plugin:
         wnames = [w.name for w in self.weights]
         if len(set(wnames)) != len(wnames) or self.DEFAULT in wnames:
             raise ValueError(f"plugin {self.name!r}: weights names must be unique and not {self.DEFAULT!r}")
-        if (self.sample_target is None) != (self.sample_inputs is None):
-            raise ValueError(f"plugin {self.name!r}: sample_target and sample_inputs come together")
+        if self.sample_inputs is not None and self.sample_target is None:
+            raise ValueError(f"plugin {self.name!r}: sample_inputs needs a sample_target to feed")
         if self.sample_target is not None and self.sample_target not in names:
             raise ValueError(f"plugin {self.name!r}: sample_target {self.sample_target!r} is not an export target")
         if self.predict_target is not None and self.predict_target not in names:

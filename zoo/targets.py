@@ -72,14 +72,14 @@ def _check_specs(target: ExportTarget, kind: str, specs: Sequence[TensorSpec], s
             )
 
 
-def check_target(target: ExportTarget, config: Any, module: Any = None) -> None:
+def check_target(target: ExportTarget, config: Any, module: Any = None, data_info: Any = None) -> None:
     """Refuse, in one line, a target whose declaration its examples (and module) contradict."""
     import torch
 
     examples = []
     for batch in CHECK_BATCHES:
         try:
-            inputs = target.make_inputs(config, batch, torch.Generator().manual_seed(0))
+            inputs = target.make_inputs(config, batch, torch.Generator().manual_seed(0), data=data_info)
         except ZooError:
             raise
         except Exception as exc:
@@ -125,7 +125,7 @@ def target_io(
     `dynamic_dims`, outputs' too) and integer ranges resolved for this config and data."""
     import torch
 
-    inputs = target.make_inputs(config, batch, torch.Generator().manual_seed(0))
+    inputs = target.make_inputs(config, batch, torch.Generator().manual_seed(0), data=data_info)
     ins = [
         {**spec.to_json(config, data_info), "shape": _shape(t, spec, dict(target.dynamic_dims.get(spec.name, {}))), "dtype": _dtype(t)}
         for spec, t in zip(target.inputs, inputs)

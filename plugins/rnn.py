@@ -1,0 +1,266 @@
+"""Character-level recurrent language model (Karpathy's char-rnn; EECS-498 lecture 12).
+
+embedding -> `--layers` recurrent layers of `--cell rnn|lstm|gru` with `--hidden` units
+(dropout between layers, Zaremba et al. 2014) -> linear over the vocabulary. Trained
+with cross-entropy on the next character, either on windows of `--block-size`
+characters at random offsets, or, with `--tbptt`, by truncated backpropagation
+through time as the lecture describes: consecutive windows of `--batch-size`
+parallel streams of the text, the recurrent state carried from one batch to the next
+(detached, so gradients stop at the window's start) and kept in the trainer's
+checkpointed state.
+
+The vocabulary comes from the training data (DataInfo.vocabulary) and travels into
+checkpoints, weights and every exported file's metadata, so a runtime can encode a
+prompt and decode output without Python. Export targets:
+- `logits`: token ids (batch, seq) -> logits (batch, seq, vocab), both axes dynamic;
+- `step`: (token (batch, 1), state) -> (logits (batch, vocab), new state), so a runtime
+  generates one character at a time without recomputing the prefix. The state is one
+  tensor (layers, batch, hidden) for rnn and gru, two (h, c) for lstm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Tokens, TrainConfig, Trainer, hparam
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass
+class RNNConfig(TrainConfig):
+    # Measured on the default pydoc split (benchmarks/lm_quality.py): see the README's
+    # benchmark table; 2x256 LSTM with dropout 0.2 reaches 1.5 bits per character on 2 CPU cores.
+    epochs: int = hparam(10, "passes over the training text (each about one pass of random windows)")
+    batch_size: int = hparam(64, "windows per step (char-rnn: 50); with --tbptt, the number of parallel streams")
+    lr: float = hparam(2e-3, "Adam learning rate (char-rnn: 2e-3 with RMSprop; Adam trains faster here)")
+    cell: str = hparam(
+        "lstm", "recurrent cell: vanilla rnn (tanh), lstm (Hochreiter & Schmidhuber 1997) or gru (Cho et al. 2014)", choices=tuple(CELLS)
+    )
+    layers: int = hparam(2, "stacked recurrent layers (char-rnn: 2)", at_least=1)
+    hidden: int = hparam(256, "units per recurrent layer (char-rnn: 128; 256 fits the CPU budget)", at_least=1)
+    embedding: int = hparam(64, "size of the character embedding (char-rnn feeds one-hot vectors)", at_least=1)
+    dropout: float = hparam(0.2, "dropout between recurrent layers and before the output (Zaremba et al. 2014)", at_least=0.0, below=1.0)
+    block_size: int = hparam(128, "characters per training window (char-rnn seq_length: 50)", at_least=1)
+    tbptt: bool = hparam(False, "truncated backpropagation through time: carry the state across consecutive windows")
+    grad_clip: float = hparam(5.0, "clip the gradient norm to this (char-rnn: 5; 0 turns it off)", at_least=0.0)
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: RNNConfig, data):
+        super().__init__()
+        vocab = len(data.vocabulary) if data.vocabulary else 1
+        self.cell = config.cell
+        self.embed = nn.Embedding(vocab, config.embedding)
+        self.rnn = CELLS[config.cell](
+            config.embedding, config.hidden, config.layers, batch_first=True, dropout=config.dropout if config.layers > 1 else 0.0
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, vocab)
+
+    def forward(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None):
+        x = self.embed(tokens)  # (B, T) -> (B, T, embedding)
+        if state is None:
+            out, new = self.rnn(x)
+        else:
+            out, new = self.rnn(x, state if self.cell == "lstm" else state[0])
+        logits = self.head(self.drop(out))  # (B, T, hidden) -> (B, T, vocab)
+        return logits, (new if isinstance(new, tuple) else (new,))
+
+    def zero_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        shape = (self.rnn.num_layers, batch, self.rnn.hidden_size)
+        return tuple(torch.zeros(shape, device=device) for _ in range(2 if self.cell == "lstm" else 1))
+
+
+class Logits(nn.Module):
+    """tokens (B, T) -> logits (B, T, vocab), from a zero state."""
+
+    def __init__(self, model: CharRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.model.rnn(self.model.embed(tokens))[0]  # (B, T, hidden)
+        return self.model.head(out)
+
+
+class StepLSTM(nn.Module):
+    """(token (B, 1), state (2 x layers, B, hidden)) -> (logits (B, vocab), new state).
+    The state's first `layers` rows are the LSTM's h, the next `layers` its c."""
+
+    def __init__(self, model: CharRNN):
+        super().__init__()
+        self.model = model
+        self.layers = model.rnn.num_layers
+
+    def forward(self, token: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state[: self.layers], state[self.layers :]
+        out, (h, c) = self.model.rnn(self.model.embed(token), (h.contiguous(), c.contiguous()))
+        return self.model.head(out[:, -1]), torch.cat([h, c], 0)
+
+
+class StepOne(nn.Module):
+    """(token (B, 1), state (layers, B, hidden)) -> (logits (B, vocab), new state), rnn and gru."""
+
+    def __init__(self, model: CharRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, h = self.model.rnn(self.model.embed(token), state)
+        return self.model.head(out[:, -1]), h
+
+
+def step_module(model: CharRNN) -> nn.Module:
+    return StepLSTM(model) if model.cell == "lstm" else StepOne(model)
+
+
+def bits_per_character(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy in bits."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum") / math.log(2)
+
+
+class RNNTrainer(Trainer):
+    def configure_optimizers(self):
+        self.state = None  # the carried recurrent state under --tbptt
+        return {"adam": torch.optim.Adam(self.model.parameters(), lr=self.config.lr)}
+
+    def on_epoch_start(self, progress):
+        if progress.step_in_epoch == 0:
+            self.state = None  # every epoch starts the streams from the beginning
+
+    def train_step(self, batch, optimizers, progress):
+        tokens = batch["tokens"]  # (B, block + 1)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        state = self.state if self.config.tbptt else None
+        if state is not None and state[0].shape[1] != inputs.shape[0]:
+            state = None  # the last, shorter batch of an epoch
+        logits, new = self.model(inputs, state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        opt = optimizers["adam"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        opt.step()
+        if self.config.tbptt:
+            self.state = tuple(s.detach() for s in new)  # truncated: no gradient flows back past this window
+        return {"loss": loss.detach(), "bpc": loss.detach() / math.log(2)}
+
+    def evaluate(self, batches):
+        bits, count, state = 0.0, 0, None
+        for batch in batches:
+            tokens = batch["tokens"]
+            carry = state if self.config.tbptt and state is not None and state[0].shape[1] == tokens.shape[0] else None
+            logits, state = self.model(tokens[:, :-1], carry)
+            bits += float(bits_per_character(logits, tokens[:, 1:]))
+            count += tokens[:, 1:].numel()
+        return {"val_bpc": bits / count}
+
+    def state_dict(self):
+        return {"state": list(self.state) if self.state is not None else None}
+
+    def load_state_dict(self, state):
+        saved = state.get("state")
+        self.state = tuple(s.to(self.device) for s in saved) if saved is not None else None
+
+    def sample_text(self, generator, val_batch):
+        """200 characters after the first 16 of a validation window, at temperature 0.8."""
+        from zoo.textgen import generate, step_reader
+
+        vocabulary = self.data_info.vocabulary
+        step = step_module(self.model)
+
+        def run(token, state):
+            logits, new = step(token.to(self.device), state)
+            return logits[0].cpu(), new
+
+        zero = torch.zeros(state_rows(self.config), 1, self.config.hidden, device=self.device)
+        prompt = "".join(vocabulary[i] for i in val_batch["tokens"][0, :16].tolist())
+        return generate(step_reader(run, [zero]), vocabulary, prompt, length=200, temperature=0.8, top_k=None, generator=generator)
+
+
+def state_rows(config: RNNConfig) -> int:
+    return config.layers * (2 if config.cell == "lstm" else 1)
+
+
+def _vocab_range(config, data):
+    return (0, len(data.vocabulary) - 1) if data is not None and data.vocabulary else (0, 0)
+
+
+def _tokens(config: RNNConfig, batch: int, gen: torch.Generator, sizes: dict[str, int], data) -> tuple[torch.Tensor]:
+    vocab = len(data.vocabulary or "x")
+    return (torch.randint(0, vocab, (batch, sizes["seq"]), generator=gen),)
+
+
+def _step_inputs(config: RNNConfig, batch: int, gen: torch.Generator, data) -> tuple[torch.Tensor, torch.Tensor]:
+    vocab = len(data.vocabulary or "x")
+    token = torch.randint(0, vocab, (batch, 1), generator=gen)
+    return token, torch.randn(state_rows(config), batch, config.hidden, generator=gen) * 0.5
+
+
+TOKENS = TensorSpec(
+    "tokens", dtype="int64", range="character ids, indices into the metadata's data_info.vocabulary", value_range=_vocab_range
+)
+STATE = "the recurrent state (layers x 2, batch, hidden) for lstm, h of each layer then c; (layers, batch, hidden) for rnn and gru; zeros to start"
+
+plugin = Plugin(
+    name="rnn",
+    summary="character-level RNN/LSTM/GRU language model (char-rnn), trained on CPython's bundled docs",
+    config_class=RNNConfig,
+    build=CharRNN,
+    trainer_class=RNNTrainer,
+    data_request=lambda config: DataRequest(
+        Tokens(
+            "tokens",
+            length=config.block_size + 1,
+            windows="consecutive" if config.tbptt else "random",
+            lanes=config.batch_size if config.tbptt else None,
+        ),
+        shuffle=not config.tbptt,
+    ),
+    default_dataset="pydoc",
+    datasets=("pydoc", "text"),
+    export_targets=(
+        ExportTarget(
+            name="logits",
+            module=Logits,
+            inputs=(TOKENS,),
+            outputs=(TensorSpec("logits", range="unnormalised scores of the next character at every position"),),
+            example_inputs=_tokens,
+            dynamic_dims={"tokens": {1: "seq"}, "logits": {1: "seq"}},
+            axis_sizes=lambda config: {"seq": (config.block_size, 1, 17)},
+            # torch.export (and so the dynamo ONNX exporter and .pt2) unrolls nn.LSTM/GRU/RNN
+            # over time, fixing the sequence length; the TorchScript-based ONNX exporter keeps
+            # it dynamic with ONNX's own LSTM/GRU/RNN operators.
+            exporters={"onnx": "torchscript"},
+            skip_formats={
+                "pt2": "torch.export unrolls the recurrent layer over time, fixing the sequence length; "
+                "deploy the `step` target's .pt2, which generates one character at a time"
+            },
+            description="token ids -> next-character logits at every position, from a zero state",
+        ),
+        ExportTarget(
+            name="step",
+            module=step_module,
+            inputs=(
+                TensorSpec("token", dtype="int64", range="the current character's id", value_range=_vocab_range),
+                TensorSpec("state", range=STATE, batch_axis=1),
+            ),
+            outputs=(
+                TensorSpec("logits", range="unnormalised scores of the next character"),
+                TensorSpec("next_state", range="the state after this character; feed it back as `state` with the next", batch_axis=1),
+            ),
+            example_inputs=_step_inputs,
+            description="(character, state) -> (next-character logits, new state): generation one character at a time",
+        ),
+    ),
+    sample_target="step",
+    reference="Karpathy, char-rnn (2015); Hochreiter & Schmidhuber 1997; Cho et al. 2014; EECS-498 lecture 12",
+    task="language model",
+)

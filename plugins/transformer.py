@@ -1,0 +1,229 @@
+"""Decoder-only Transformer language model (Vaswani et al. 2017, as EECS-498 lecture 13
+teaches it; the GPT-2 / nanoGPT layout).
+
+token embedding + learned position embedding -> `--layers` blocks of masked multi-head
+self-attention and an MLP, each with a residual connection and layer norm before it
+(pre-norm: GPT-2, Radford et al. 2019; nanoGPT) -> a final layer norm -> logits over the
+vocabulary through the token embedding's own weights (weight tying, Press & Wolf 2017,
+as GPT-2 and nanoGPT do). The attention is written out (scores, causal mask, softmax,
+weighted sum) rather than through a fused kernel, so it reads like the lecture and
+exports to every format.
+
+Export target `logits`: token ids (batch, seq) -> logits (batch, seq, vocab), seq up to
+`--block-size`; a runtime generates by sliding a window of that length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo import DataRequest, ExportTarget, Plugin, Schedule, TensorSpec, Tokens, TrainConfig, Trainer, hparam
+
+
+@dataclass
+class TransformerConfig(TrainConfig):
+    # nanoGPT's shakespeare_char trains 6 x 384 at block 256 on a GPU; a CPU needs a model
+    # a few times smaller. Measured by benchmarks/lm_quality.py (see the README).
+    epochs: int = hparam(10, "passes over the training text (each about one pass of random windows)")
+    batch_size: int = hparam(32, "windows per step (nanoGPT shakespeare_char: 64)")
+    lr: float = hparam(1e-3, "peak AdamW learning rate (nanoGPT shakespeare_char: 1e-3)")
+    min_lr: float = hparam(1e-4, "learning rate at the end of the cosine decay (nanoGPT: lr / 10)", at_least=0.0)
+    warmup_steps: int = hparam(100, "linear warm-up steps before the cosine decay (nanoGPT shakespeare_char: 100)", at_least=0)
+    weight_decay: float = hparam(
+        0.1, "AdamW weight decay on matrices, none on biases, norms and embeddings' positions (nanoGPT)", at_least=0.0
+    )
+    beta2: float = hparam(0.99, "AdamW beta2 (nanoGPT shakespeare_char: 0.99, for small batches)", at_least=0.0, below=1.0)
+    layers: int = hparam(4, "Transformer blocks (nanoGPT shakespeare_char: 6)", at_least=1)
+    heads: int = hparam(4, "attention heads per block (nanoGPT shakespeare_char: 6)", at_least=1)
+    width: int = hparam(128, "embedding width, a multiple of --heads (nanoGPT shakespeare_char: 384)", at_least=1)
+    dropout: float = hparam(
+        0.1, "dropout on attention weights and residual branches (nanoGPT shakespeare_char: 0.2)", at_least=0.0, below=1.0
+    )
+    block_size: int = hparam(128, "context length in characters (nanoGPT shakespeare_char: 256)", at_least=1)
+    grad_clip: float = hparam(1.0, "clip the gradient norm to this (nanoGPT: 1.0; 0 turns it off)", at_least=0.0)
+
+
+class SelfAttention(nn.Module):
+    """Masked multi-head self-attention: each position attends to itself and the past."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.heads = config.heads
+        self.qkv = nn.Linear(config.width, 3 * config.width)
+        self.proj = nn.Linear(config.width, config.width)
+        self.attn_drop = nn.Dropout(config.dropout)
+        self.resid_drop = nn.Dropout(config.dropout)
+        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
+        self.register_buffer("mask", mask.view(1, 1, config.block_size, config.block_size), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, width = x.shape
+        q, k, v = self.qkv(x).split(width, dim=2)  # each (B, T, C)
+        # (B, T, C) -> (B, heads, T, C / heads)
+        q = q.view(batch, seq, self.heads, width // self.heads).transpose(1, 2)
+        k = k.view(batch, seq, self.heads, width // self.heads).transpose(1, 2)
+        v = v.view(batch, seq, self.heads, width // self.heads).transpose(1, 2)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, heads, T, T)
+        scores = scores.masked_fill(~self.mask[:, :, :seq, :seq], float("-inf"))
+        weights = self.attn_drop(F.softmax(scores, dim=-1))
+        out = (weights @ v).transpose(1, 2).reshape(batch, seq, width)  # (B, T, C)
+        return self.resid_drop(self.proj(out))
+
+
+class Block(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.width)
+        self.attn = SelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.width)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.width, 4 * config.width),  # the 4x expansion of Vaswani et al. and GPT-2
+            nn.GELU(),
+            nn.Linear(4 * config.width, config.width),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))  # pre-norm residual branches
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: TransformerConfig, data):
+        super().__init__()
+        from zoo.errors import UsageError
+
+        if config.width % config.heads:
+            raise UsageError(f"--width {config.width} must be a multiple of --heads {config.heads}")
+        vocab = len(data.vocabulary) if data.vocabulary else 1
+        self.block_size = config.block_size
+        self.tokens = nn.Embedding(vocab, config.width)
+        self.positions = nn.Embedding(config.block_size, config.width)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.ln = nn.LayerNorm(config.width)
+        self.apply(_init)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                # GPT-2: residual projections scaled down by the depth, so the sum stays small.
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.layers))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        seq = tokens.shape[1]
+        positions = torch.arange(seq, device=tokens.device)
+        x = self.drop(self.tokens(tokens) + self.positions(positions))  # (B, T) -> (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x) @ self.tokens.weight.t()  # tied output layer: (B, T, C) -> (B, T, vocab)
+
+
+def _init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+
+
+def warmup_cosine(config: TransformerConfig, total_steps: int):
+    """The multiplier of the peak rate at each step: linear warm-up, then a cosine to min_lr (nanoGPT)."""
+    floor = config.min_lr / config.lr
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class TransformerTrainer(Trainer):
+    def configure_optimizers(self):
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and not n.startswith("positions")]
+        rest = [p for n, p in self.model.named_parameters() if p.dim() < 2 or n.startswith("positions")]
+        adamw = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=self.config.lr,
+            betas=(0.9, self.config.beta2),
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(adamw, warmup_cosine(self.config, self.plan.total_steps))
+        return {"adamw": adamw}, {"warmup_cosine": Schedule(schedule, interval="step")}
+
+    def train_step(self, batch, optimizers, progress):
+        tokens = batch["tokens"]
+        logits = self.model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+        opt = optimizers["adamw"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        opt.step()
+        return {"loss": loss.detach(), "bpc": loss.detach() / math.log(2)}
+
+    def evaluate(self, batches):
+        bits, count = 0.0, 0
+        for batch in batches:
+            tokens = batch["tokens"]
+            logits = self.model(tokens[:, :-1])
+            bits += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="sum")) / math.log(2)
+            count += tokens[:, 1:].numel()
+        return {"val_bpc": bits / count}
+
+    def sample_text(self, generator, val_batch):
+        """200 characters after the first 16 of a validation window, at temperature 0.8."""
+        from zoo.textgen import generate, window_reader
+
+        vocabulary = self.data_info.vocabulary
+        prompt = "".join(vocabulary[i] for i in val_batch["tokens"][0, :16].tolist())
+        read = window_reader(lambda ids: self.model(ids.to(self.device))[0, -1].cpu(), self.config.block_size)
+        return generate(read, vocabulary, prompt, length=200, temperature=0.8, top_k=None, generator=generator)
+
+
+def _vocab_range(config, data):
+    return (0, len(data.vocabulary) - 1) if data is not None and data.vocabulary else (0, 0)
+
+
+def _tokens(config: TransformerConfig, batch: int, gen: torch.Generator, sizes: dict[str, int], data) -> tuple[torch.Tensor]:
+    return (torch.randint(0, len(data.vocabulary or "x"), (batch, sizes["seq"]), generator=gen),)
+
+
+plugin = Plugin(
+    name="transformer",
+    summary="decoder-only Transformer language model (GPT-2/nanoGPT layout), trained on CPython's bundled docs",
+    config_class=TransformerConfig,
+    build=GPT,
+    trainer_class=TransformerTrainer,
+    data_request=lambda config: DataRequest(Tokens("tokens", length=config.block_size + 1)),
+    default_dataset="pydoc",
+    datasets=("pydoc", "text"),
+    export_targets=(
+        ExportTarget(
+            name="logits",
+            module=lambda model: model,
+            inputs=(
+                TensorSpec(
+                    "tokens",
+                    dtype="int64",
+                    range="character ids, indices into the metadata's data_info.vocabulary; at most block_size of them",
+                    value_range=_vocab_range,
+                ),
+            ),
+            outputs=(TensorSpec("logits", range="unnormalised scores of the next character at every position"),),
+            example_inputs=_tokens,
+            dynamic_dims={"tokens": {1: "seq"}, "logits": {1: "seq"}},
+            # The block size first (the largest: generation's window), then 1 and an odd length.
+            axis_sizes=lambda config: {"seq": (config.block_size, 1, 17)},
+            description="token ids -> next-character logits at every position (causal: each sees only its past)",
+        ),
+    ),
+    sample_target="logits",
+    reference="Vaswani et al. 2017; Radford et al. 2019 (GPT-2); Karpathy, nanoGPT; EECS-498 lecture 13",
+    task="language model",
+)
