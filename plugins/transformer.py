@@ -130,17 +130,14 @@ def _init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
 
 
-def warmup_cosine(config: TransformerConfig, total_steps: int):
-    """The multiplier of the peak rate at each step: linear warm-up, then a cosine to min_lr (nanoGPT)."""
-    floor = config.min_lr / config.lr
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / (config.warmup_steps + 1)
-        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+def warmup_cosine(optimizer, config: TransformerConfig, total_steps: int):
+    """Linear warm-up over --warmup-steps, then a cosine down to --min-lr (nanoGPT).
+    Built from schedulers that keep their shape in their state, so a resumed run
+    continues the schedule it started."""
+    warmup = max(1, config.warmup_steps)
+    rise = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup), eta_min=config.min_lr)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [rise, decay], milestones=[warmup])
 
 
 class TransformerTrainer(Trainer):
@@ -152,7 +149,7 @@ class TransformerTrainer(Trainer):
             lr=self.config.lr,
             betas=(0.9, self.config.beta2),
         )
-        schedule = torch.optim.lr_scheduler.LambdaLR(adamw, warmup_cosine(self.config, self.plan.total_steps))
+        schedule = warmup_cosine(adamw, self.config, self.plan.total_steps)
         return {"adamw": adamw}, {"warmup_cosine": Schedule(schedule, interval="step")}
 
     def train_step(self, batch, optimizers, progress):

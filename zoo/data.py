@@ -66,6 +66,9 @@ class Images(DataSpec):
     size: int | None = None
     channels: int | None = None
     value_range: tuple[float, float] = (0.0, 1.0)
+    # Black border: images are resized to size - 2 * pad and padded to size (28x28 digits
+    # in a 32x32 frame, as LeNet-5 read MNIST and the CIFAR ResNets expect 32x32).
+    pad: int = 0
     kind: ClassVar[str] = "images"
     dtype: ClassVar[str] = "float32"
 
@@ -209,12 +212,16 @@ class DataInfo:
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
     vocabulary: tuple[str, ...] | None = None
+    # Samples in the training split (set by the engine): what a model that stores its
+    # training set, such as a k-nearest-neighbour classifier, allocates.
+    train_size: int | None = None
 
     def __post_init__(self) -> None:
         # Plain Python values only (a dataset may hand over numpy strings): they go into
         # checkpoints, which hold nothing a weights-only load refuses.
-        if self.num_classes is not None:
-            object.__setattr__(self, "num_classes", int(self.num_classes))
+        for key in ("num_classes", "train_size"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, int(getattr(self, key)))
         for key in ("class_names", "vocabulary"):
             value = getattr(self, key)
             if value is not None:
@@ -228,6 +235,8 @@ class DataInfo:
             out["class_names"] = list(self.class_names)
         if self.vocabulary is not None:
             out["vocabulary"] = list(self.vocabulary)
+        if self.train_size is not None:
+            out["train_size"] = self.train_size
         return out
 
     @classmethod
@@ -236,14 +245,15 @@ class DataInfo:
             return cls()
         if not isinstance(data, Mapping):
             raise ValueError(f"data_info must be a JSON object, not {type(data).__name__}")
-        num = data.get("num_classes")
+        num, size = data.get("num_classes"), data.get("train_size")
         names, vocab = data.get("class_names"), data.get("vocabulary")
-        if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num < 1):
-            raise ValueError(f"data_info num_classes must be a positive int, not {num!r}")
+        for key, value in (("num_classes", num), ("train_size", size)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"data_info {key} must be a positive int, not {value!r}")
         for key, value in (("class_names", names), ("vocabulary", vocab)):
             if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value)):
                 raise ValueError(f"data_info {key} must be a list of strings")
-        return cls(num, tuple(names) if names is not None else None, tuple(vocab) if vocab is not None else None)
+        return cls(num, tuple(names) if names is not None else None, tuple(vocab) if vocab is not None else None, size)
 
 
 # --------------------------------------------------------------------------- splits
@@ -396,6 +406,8 @@ def check_splits(spec: str, splits: DataSplits, request: DataRequest, plugin: st
                         f"--data {spec}: {split_name} labels run {low}..{high}, but {plugin} predicts "
                         f"{need.num_classes} classes (labels 0..{need.num_classes - 1})"
                     )
+
+
 # --------------------------------------------------------------------------- helpers for datasets
 
 
@@ -416,9 +428,12 @@ def to_request(images: torch.Tensor, spec: Images) -> torch.Tensor:
             x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         else:
             raise DataError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
-    if spec.size is not None and x.shape[-2:] != (spec.size, spec.size):
-        x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=True)
+    inner = spec.size - 2 * spec.pad if spec.size is not None else None
+    if inner is not None and x.shape[-2:] != (inner, inner):
+        x = F.interpolate(x, size=(inner, inner), mode="bilinear", align_corners=False, antialias=True)
     x = x.clamp(0.0, 1.0)
+    if spec.pad:
+        x = F.pad(x, (spec.pad,) * 4)
     lo, hi = spec.value_range
     return (x * (hi - lo) + lo).contiguous()
 

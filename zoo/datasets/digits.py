@@ -21,7 +21,7 @@ CLASSES = tuple(str(d) for d in range(10))
 
 def load(path: Any, request: DataRequest, download: bool = False) -> DataSplits:
     image = request.get("image")
-    size = image.size if isinstance(image, Images) and image.size else 28
+    size = image.size - 2 * image.pad if isinstance(image, Images) and image.size else 28  # before any border
 
     def build() -> dict[str, torch.Tensor]:
         import torch

@@ -12,6 +12,7 @@ Only rank 0 writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -115,9 +116,15 @@ def train(
     spec = state["data"] if state is not None else (data or plugin.default_dataset)
     request = plugin.data_request(config)
     splits = datasets.load(spec, request, download=download, plugin=plugin.name).to(dev)
-    info = splits.info
-    if state is not None and "data_info" in state and zdata.DataInfo.from_json(state["data_info"]) != info:
-        raise CheckpointError(f"--data {spec} no longer gives what checkpoint {resume} was trained on (its classes or vocabulary changed)")
+    info = dataclasses.replace(splits.info, train_size=len(splits.train))
+    if state is not None and "data_info" in state:
+        saved = zdata.DataInfo.from_json(state["data_info"])
+        if saved.train_size is None:  # written before zoo recorded it
+            saved = dataclasses.replace(saved, train_size=info.train_size)
+        if saved != info:
+            raise CheckpointError(
+                f"--data {spec} no longer gives what checkpoint {resume} was trained on (its classes, vocabulary or size changed)"
+            )
 
     from zoo import models
 
