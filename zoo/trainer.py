@@ -82,7 +82,8 @@ class Trainer:
     Required: `configure_optimizers` and `train_step` (and `evaluate` for metrics).
     Optional: `augment`, `on_epoch_start`, `on_epoch_end`, `state_dict` /
     `load_state_dict` (state of your own, checkpointed with the model), `sample_grid`
-    and `sample_text` (written each epoch under samples/). `self.log(name, value)`
+    and `sample_text` (written each epoch under samples/), `report` (what `zoo evaluate`
+    shows) and `end_of_run` (files written when the last epoch is done). `self.log(name, value)`
     records a value that is not a loss (a learning rate, a phase name) in the epoch's
     metrics.jsonl row.
     """
@@ -143,6 +144,17 @@ class Trainer:
         if not isinstance(value, (int, float, str, bool)):
             value = float(value)
         self._logged[name] = value
+
+    def report(self, batches: Any) -> dict[str, Any]:
+        """A fuller account of the validation split than `evaluate`'s numbers, as JSON-able
+        data (a classifier: per-class accuracy and the confusion matrix); `zoo evaluate`
+        prints it. Default: none."""
+        return {}
+
+    def end_of_run(self, batches: Any) -> dict[str, Any]:
+        """Files to write next to metrics.jsonl once the last epoch is done: {file name:
+        an image (C, H, W) in [0, 1] for .png, a str for .txt, JSON-able data for .json}."""
+        return {}
 
     def sample_grid(self, generator: torch.Generator, val_batch: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
         """An image grid (C, H, W) in [0, 1] to save each epoch as samples/epoch_NNN.png, or None."""

@@ -329,6 +329,8 @@ def train(
                     if text is not None:
                         run_files.save_text(text, out_dir / run_files.SAMPLES / f"epoch_{epoch:03d}.txt")
                 display.end_epoch(row)
+                if is_main and not stopped and epoch == config.epochs:
+                    _write_end_of_run(trainer, model, splits, batch_size, out_dir)
                 if stopped or (max_steps is not None and step >= max_steps):
                     break
         except KeyboardInterrupt:
@@ -338,6 +340,23 @@ def train(
         finally:
             display.close()
         return TrainResult(out_dir=out_dir, checkpoint=last_good, history=history)
+
+
+def _write_end_of_run(trainer: Any, model: Any, splits: Any, batch_size: int, out_dir: Path) -> None:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        files = trainer.end_of_run(splits.val.batches(batch_size)) or {}
+    for name, value in files.items():
+        if Path(name).name != name or name.startswith("."):
+            raise ZooError(f"end_of_run returned the file name {name!r}; use a plain name such as confusion.png")
+        if name.endswith(".png"):
+            run_files.save_grid(value, out_dir / name)
+        elif name.endswith(".json"):
+            checkpoint.write_json(value, out_dir / name)
+        else:
+            run_files.save_text(str(value), out_dir / name)
 
 
 def _finite(model: Any) -> bool:
