@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 from PIL import Image
 
 from zoo import datasets as zdata
@@ -77,24 +78,25 @@ def test_cifar10_reads_the_python_batches(tmp_path):
 
 def test_cifar10_accepts_the_batches_directory_itself_and_resizes(tmp_path):
     written = write_cifar(tmp_path)
-    splits = zdata.load(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", DataRequest(size=28, channels=1, value_range=(-1.0, 1.0)))
+    splits = zdata.load(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", DataRequest(size=28, channels=3, value_range=(-1.0, 1.0)))
     images = splits.train.tensors["image"]
-    assert images.shape == (15, 1, 28, 28)
-    # The first training image, recomputed: RGB planes -> luminance -> 28 px -> [-1, 1].
+    assert images.shape == (15, 3, 28, 28)
+    # The first training image, recomputed: RGB planes -> 28 px -> [-1, 1].
     import torch.nn.functional as F
 
-    rgb = torch.from_numpy(written["data_batch_1"][0][0].reshape(3, 32, 32).astype(np.float32)) / 255
-    grey = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])[None, None]
-    expected = F.interpolate(grey, size=(28, 28), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1) * 2 - 1
+    rgb = torch.from_numpy(written["data_batch_1"][0][0].reshape(3, 32, 32).astype(np.float32))[None] / 255
+    expected = F.interpolate(rgb, size=(28, 28), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1) * 2 - 1
     assert torch.allclose(images[0], expected[0], atol=1e-6)
 
 
-def test_cifar10_trains_convnet_through_the_cli(zoo, tmp_path):
+def test_cifar10_trains_a_colour_model_and_refuses_a_grey_one(zoo, tmp_path):
     write_cifar(tmp_path / "cifar")
-    r = zoo(
-        "train", "convnet", "--data", f"cifar10:{tmp_path / 'cifar'}", "--max-steps", "1", "--out", tmp_path / "run", "--progress", "none"
-    )
+    spec = f"cifar10:{tmp_path / 'cifar'}"
+    r = zoo("train", "dcgan", "--channels", "3", "--data", spec, "--max-steps", "1", "--out", tmp_path / "run", "--progress", "none")
     assert r.exit_code == 0, r
+    # convnet reads 1-channel digits: CIFAR's colour is refused, not silently turned grey.
+    line = one_line_error(zoo("train", "convnet", "--data", spec, "--out", tmp_path / "grey"), 2)
+    assert "'image' has 3 channels; turning colour into grey would lose it" in line and not (tmp_path / "grey").exists()
 
 
 def test_cifar10_refuses_a_pickle_that_runs_code(zoo, tmp_path):
@@ -106,7 +108,7 @@ def test_cifar10_refuses_a_pickle_that_runs_code(zoo, tmp_path):
             return (exec, (f"open({str(marker)!r}, 'w').close()",))
 
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({"data": Exploit()}, protocol=2))
-    r = zoo("train", "convnet", "--data", f"cifar10:{tmp_path}", "--max-steps", "1", "--progress", "none")
+    r = zoo("train", "dcgan", "--channels", "3", "--data", f"cifar10:{tmp_path}", "--max-steps", "1", "--progress", "none")
     assert r.exit_code == 1, r
     assert "data_batch_3" in r.stderr and "not allowed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not marker.exists()

@@ -159,7 +159,7 @@ def _check_plugin(plugin: Any) -> str | None:
         dataset = known[name].obj
         if dataset is None:
             continue  # a broken dataset is reported on its own; the plugin still loads
-        problems = dataset.problems_with(request)
+        problems = dataset.problems_with(request, shapes=False)  # sizes and channels follow the config
         if problems:
             return (
                 f"plugin {plugin.name!r} lists dataset {name!r}, which yields {dataset.describe_yields()} "

@@ -350,15 +350,26 @@ class Dataset:
         if not self.yields or not all(isinstance(t, DataSpec) for t in self.yields):
             raise ValueError(f"dataset {self.name!r}: yields must list the zoo.data specs it gives (Images, Labels, ...)")
 
-    def problems_with(self, request: DataRequest) -> list[str]:
-        """Why this dataset cannot serve `request` (empty when it can)."""
-        kinds = {t.name: t.kind for t in self.yields}
+    def problems_with(self, request: DataRequest, shapes: bool = True) -> list[str]:
+        """Why this dataset cannot serve `request` (empty when it can). Without `shapes`,
+        only what no config could change: missing tensors and other kinds."""
+        yields = {t.name: t for t in self.yields}
         out = []
         for need in request.tensors:
-            if need.name not in kinds:
+            have = yields.get(need.name)
+            if have is None:
                 out.append(f"no {need.name!r}")
-            elif kinds[need.name] != need.kind:
-                out.append(f"{need.name!r} is {kinds[need.name]}, not {need.kind}")
+            elif have.kind != need.kind:
+                out.append(f"{need.name!r} is {have.kind}, not {need.kind}")
+            elif (
+                shapes
+                and isinstance(need, Images)
+                and isinstance(have, Images)
+                and have.channels
+                and need.channels
+                and need.channels < have.channels
+            ):
+                out.append(f"{need.name!r} has {have.channels} channels; turning colour into grey would lose it")
         return out
 
     def describe_yields(self) -> str:
@@ -423,11 +434,12 @@ def to_request(images: torch.Tensor, spec: Images) -> torch.Tensor:
     channels = spec.channels if spec.channels is not None else x.shape[1]
     if x.shape[1] != channels:
         if x.shape[1] == 1 and channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] == 3 and channels == 1:
-            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+            x = x.expand(-1, 3, -1, -1)  # grey replicated: nothing is lost
         else:
-            raise DataError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
+            raise DataError(
+                f"the images have {x.shape[1]} channels and the plugin takes {channels}; zoo does not turn "
+                "colour into grey (it loses information): pick a plugin or option for colour images"
+            )
     inner = spec.size - 2 * spec.pad if spec.size is not None else None
     if inner is not None and x.shape[-2:] != (inner, inner):
         x = F.interpolate(x, size=(inner, inner), mode="bilinear", align_corners=False, antialias=True)
