@@ -59,8 +59,8 @@ class ConvNetTrainer(Trainer):
         loss = F.cross_entropy(logits, batch["label"])
         opt = optimizers["adam"]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.backward(loss)
+        self.step(opt)
         return {"loss": loss.detach()}
 
     def evaluate(self, batches):

@@ -169,7 +169,7 @@ class DCGANTrainer(Trainer):
         fake = self.model.generator(z)
         # Real and fake go through D as separate batches, so each batch-norm batch is
         # all real or all fake (as pytorch/examples and the authors' code do).
-        return adversarial_step(self.model.discriminator, real, fake, optimizers)
+        return adversarial_step(self, self.model.discriminator, real, fake, optimizers)
 
     def evaluate(self, batches):
         gen = torch.Generator().manual_seed(0)

@@ -125,23 +125,23 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def adversarial_step(
-    discriminator: Any, real: torch.Tensor, fake: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer]
+    trainer: Trainer, discriminator: Any, real: torch.Tensor, fake: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer]
 ) -> dict[str, torch.Tensor]:
     """One discriminator update then one generator update on the same fakes (still
     attached to the generator's graph), as in Algorithm 1 of Goodfellow et al. with
-    k = 1. `discriminator` is a callable (conditional models bind the label in).
-    Returns the logged losses."""
+    k = 1. `discriminator` is a callable (conditional models bind the label in); the
+    trainer's `backward` and `step` scale the losses under fp16. Returns the logged losses."""
     real_logits = discriminator(real)
     fake_logits = discriminator(fake.detach())  # no generator gradients from D's update
     loss_d = discriminator_losses(real_logits, fake_logits)
     optimizers["discriminator"].zero_grad(set_to_none=True)
-    loss_d.backward()
-    optimizers["discriminator"].step()
+    trainer.backward(loss_d)
+    trainer.step(optimizers["discriminator"])
 
     loss_g = generator_loss(discriminator(fake))  # D just updated, as in pytorch/examples dcgan
     optimizers["generator"].zero_grad(set_to_none=True)
-    loss_g.backward()
-    optimizers["generator"].step()
+    trainer.backward(loss_g)
+    trainer.step(optimizers["generator"])
     return {
         "loss_d": loss_d.detach(),
         "loss_g": loss_g.detach(),
@@ -189,7 +189,7 @@ class GANTrainer(Trainer):
         real = batch["image"]
         z = torch.randn(real.shape[0], self.config.latent_dim, device=self.device)
         fake = self.model.generator(z)
-        return adversarial_step(self.model.discriminator, real, fake, optimizers)
+        return adversarial_step(self, self.model.discriminator, real, fake, optimizers)
 
     def evaluate(self, batches):
         gen = torch.Generator().manual_seed(0)  # the same fakes every epoch

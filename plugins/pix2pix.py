@@ -321,8 +321,8 @@ class Pix2PixTrainer(Trainer):
         loss_d_fake = F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
         loss_d_real = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
         loss_d = 0.5 * (loss_d_fake + loss_d_real)
-        loss_d.backward()
-        opt_d.step()
+        self.backward(loss_d)
+        self.step(opt_d)
 
         # Generator: fool the updated D (the non-saturating log D(x, G(x)) of the paper)
         # and stay close to the target in L1. D's weights need no gradients here.
@@ -333,8 +333,8 @@ class Pix2PixTrainer(Trainer):
         loss_g_gan = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         loss_g_l1 = F.l1_loss(fake, target)
         loss_g = loss_g_gan + self.config.lambda_l1 * loss_g_l1
-        loss_g.backward()
-        opt_g.step()
+        self.backward(loss_g)
+        self.step(opt_g)
         discriminator.requires_grad_(True)
         return {
             "loss_d": loss_d.detach(),

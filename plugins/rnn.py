@@ -144,10 +144,10 @@ class RNNTrainer(Trainer):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         opt = optimizers["adam"]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss)
         if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        opt.step()
+            self.clip_grad_norm(opt, self.config.grad_clip)
+        self.step(opt)
         if self.config.tbptt:
             self.state = tuple(s.detach() for s in new)  # truncated: no gradient flows back past this window
         return {"loss": loss.detach(), "bpc": loss.detach() / math.log(2)}

@@ -158,10 +158,10 @@ class TransformerTrainer(Trainer):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
         opt = optimizers["adamw"]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss)
         if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        opt.step()
+            self.clip_grad_norm(opt, self.config.grad_clip)
+        self.step(opt)
         return {"loss": loss.detach(), "bpc": loss.detach() / math.log(2)}
 
     def evaluate(self, batches):

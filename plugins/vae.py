@@ -106,8 +106,8 @@ class VAETrainer(Trainer):
         loss = bce + kld
         opt = optimizers["adam"]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.backward(loss)
+        self.step(opt)
         n = x.shape[0]
         # Per-sample values, so numbers compare across batch sizes.
         return {"loss": loss.detach() / n, "bce": bce.detach() / n, "kld": kld.detach() / n}

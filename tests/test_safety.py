@@ -213,7 +213,8 @@ def test_offline_download_makes_no_connection(zoo, files, tmp_path, monkeypatch)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     for spec in ("mnist", "cifar10"):
-        r = zoo("train", "convnet" if spec == "mnist" else "dcgan", "--data", f"{spec}:{tmp_path / ('new-' + spec)}", "--download")
+        plugin = ["convnet"] if spec == "mnist" else ["dcgan", "--channels", "3"]
+        r = zoo("train", *plugin, "--data", f"{spec}:{tmp_path / ('new-' + spec)}", "--download")
         one_line_error(r, 1, "ZOO_OFFLINE=1 forbids network access")
 
 

@@ -37,8 +37,8 @@ class ClassifierTrainer(Trainer):
         loss = data_loss + self.penalty()
         (opt,) = optimizers.values()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.backward(loss)
+        self.step(opt)
         return {"loss": loss.detach(), "data_loss": data_loss.detach()}
 
     def predictions(self, batches: Any) -> tuple[Any, Any, Any]:

@@ -260,13 +260,39 @@ class DataInfo:
 
 
 class Split(Protocol):
-    """What the engine needs of a split: its size, and batches in a seeded order."""
+    """What the engine needs of a split: its size, and batches in a seeded order. Under
+    data-parallel training the engine also passes `rank` and `world` (see `sharded`);
+    a split that runs in one process only may leave them out."""
 
     def __len__(self) -> int: ...
 
-    def num_batches(self, batch_size: int) -> int: ...
+    def num_batches(self, batch_size: int, world: int = 1) -> int: ...
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, start: int = 0) -> Iterator[dict[str, torch.Tensor]]: ...
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, start: int = 0, rank: int = 0, world: int = 1
+    ) -> Iterator[dict[str, torch.Tensor]]: ...
+
+
+def sharded(order: torch.Tensor, batch_size: int, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+    """The sample indices of each step of process `rank` of `world`: the steps take
+    global batches of `batch_size * world` from `order` (from step `start` on) and each
+    process its near-equal slice, so N processes at batch B see what one process sees
+    at batch N x B. A last global batch with fewer samples than processes is dropped:
+    every process takes the same number of steps."""
+    step = batch_size * world
+    for begin in range(start * step, len(order), step):
+        rows = order[begin : begin + step]
+        if world > 1:
+            if len(rows) < world:
+                return
+            rows = rows.tensor_split(world)[rank]
+        yield rows
+
+
+def count_steps(samples: int, batch_size: int, world: int = 1) -> int:
+    """How many steps `sharded` gives."""
+    full, rest = divmod(samples, batch_size * world)
+    return full + (1 if rest and rest >= world else 0)
 
 
 @dataclass
@@ -290,20 +316,23 @@ class TensorData:
     def index(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v[idx] for k, v in self.tensors.items()}
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, start: int = 0, rank: int = 0, world: int = 1
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """Batches in a shuffled order drawn from `generator` (in order without one),
         from batch number `start` on: the order is drawn whole either way, so a run
-        resumed in the middle of an epoch sees the rest of the same order."""
+        resumed in the middle of an epoch sees the rest of the same order. With `world`
+        processes, each takes its shard of every step (`sharded`)."""
         import torch
 
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         order = order.to(next(iter(self.tensors.values())).device)
-        for begin in range(start * batch_size, n, batch_size):
-            yield self.index(order[begin : begin + batch_size])
+        for rows in sharded(order, batch_size, start, rank, world):
+            yield self.index(rows)
 
-    def num_batches(self, batch_size: int) -> int:
-        return -(-len(self) // batch_size)
+    def num_batches(self, batch_size: int, world: int = 1) -> int:
+        return count_steps(len(self), batch_size, world)
 
 
 @dataclass

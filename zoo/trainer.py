@@ -98,6 +98,31 @@ class Trainer:
         self.plan: Progress = Progress(0, 1, 0, 1, 1, 1)
         self.data_info: DataInfo = DataInfo()
         self._logged: dict[str, Any] = {}
+        self._scaler: Any = None  # set by the engine for --precision fp16-mixed on CUDA
+
+    # ----------------------------------------------------------------- step helpers
+    # Calling these instead of loss.backward() / optimizer.step() lets the engine scale
+    # the loss under fp16 mixed precision without the trainer knowing of it.
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """`loss.backward()`, scaled when the run uses fp16 mixed precision."""
+        (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """`optimizer.step()`, skipped by the scaler when fp16 gradients overflowed."""
+        if self._scaler is not None:
+            self._scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    def clip_grad_norm(self, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+        """Clip the gradients `optimizer` will apply to norm `max_norm` (unscaled first under fp16)."""
+        import torch
+
+        if self._scaler is not None:
+            self._scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
     def configure_optimizers(self) -> Any:
         """Named optimizers, `{"adam": Adam(...)}`; or `(optimizers, schedules)` with

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, TensorData, Tokens
+from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, TensorData, Tokens, count_steps, sharded
 from zoo.errors import DataError
 
 if TYPE_CHECKING:
@@ -84,13 +84,15 @@ class RandomWindows:
     def __len__(self) -> int:
         return self.count
 
-    def num_batches(self, batch_size: int) -> int:
-        return -(-self.count // batch_size)
+    def num_batches(self, batch_size: int, world: int = 1) -> int:
+        return count_steps(self.count, batch_size, world)
 
     def to(self, device: Any) -> RandomWindows:
         return RandomWindows(self.stream.to(device), self.length, self.name)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, start: int = 0, rank: int = 0, world: int = 1
+    ) -> Iterator[dict[str, torch.Tensor]]:
         import torch
 
         high = len(self.stream) - self.length + 1
@@ -101,8 +103,8 @@ class RandomWindows:
         offsets = torch.arange(self.length)
         starts = starts.to(self.stream.device)
         offsets = offsets.to(self.stream.device)
-        for begin in range(start * batch_size, self.count, batch_size):
-            rows = starts[begin : begin + batch_size, None] + offsets  # (B, length) indices into the stream
+        for chosen in sharded(starts, batch_size, start, rank, world):
+            rows = chosen[:, None] + offsets  # (B, length) indices into the stream
             yield {self.name: self.stream[rows]}
 
 
