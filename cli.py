@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="zoo", standalone_mode=False)
     except click.ClickException as exc:
-        exc.show()
+        from zoo.engine.launch import report_error
+
+        if not report_error(exc.format_message(), exc.exit_code):  # a process of --nproc: the launcher prints it once
+            exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
@@ -105,8 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug, in zoo or in a plugin: one line, the traceback on request
         if os.environ.get("ZOO_DEBUG"):
             raise
+        from zoo.engine.launch import report_error
+
         text = str(exc).strip().splitlines()
-        click.echo(f"error: unexpected {type(exc).__name__}: {text[0][:300] if text else ''} (ZOO_DEBUG=1 shows the traceback)", err=True)
+        message = f"unexpected {type(exc).__name__}: {text[0][:300] if text else ''} (ZOO_DEBUG=1 shows the traceback)"
+        if not report_error(message, 1):
+            click.echo(f"error: {message}", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -313,6 +320,7 @@ class TrainCommand(click.Command):
         from zoo import _registry
 
         self.params = list(self.base_params)
+        ctx.meta["zoo.argv"] = list(args)  # for --nproc, which starts processes with the same arguments
         name = next((a for a in args if not a.startswith("-")), None)
         plugin = None
         if name is not None:
@@ -351,13 +359,33 @@ class TrainCommand(click.Command):
 @click.option("--weights", default=None, help="initialise from pretrained weights: a NAME of the plugin's table or a file PATH")
 @click.option("--progress", type=click.Choice(["auto", "bar", "lines", "none"]), default="auto", show_default=True, help="progress display")
 @click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="training processes on this machine (data-parallel; --batch-size is per process; several machines: torchrun)",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16-mixed", "fp16-mixed"]),
+    default="fp32",
+    show_default=True,
+    help="autocast precision of the steps; weights and checkpoints stay fp32",
+)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the trained modules (the first step compiles: first_step_seconds)")
+@click.option("--channels-last", is_flag=True, help="NHWC memory order for convolutional plugins")
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads for torch [default: torch's, one per core]; 1 on a machine others are using",
+    help="CPU threads for torch [default: torch's, one per core; cores / N for each of --nproc N]; 1 on a machine others are using",
 )
 def train_command(
     plugin_name: str,
+    nproc: int,
+    precision: str,
+    compile_: bool,
+    channels_last: bool,
     overwrite: bool,
     max_steps: int | None,
     data: str | None,
@@ -377,13 +405,20 @@ def train_command(
     from zoo import _registry, checkpoint, engine
     from zoo import config as zconfig
 
+    plugin = _registry.get_plugin(plugin_name)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from zoo.engine.launch import launch
+
+        argv = list(click.get_current_context().meta.get("zoo.argv", []))
+        launch(["train", *_without_option(argv, "--nproc")], nproc, threads)
+        return
+    threads = threads or (int(os.environ["ZOO_PROCESS_THREADS"]) if "ZOO_PROCESS_THREADS" in os.environ else None)
     if threads is not None:
         import torch
 
         # torch's default, one thread per core, slows down badly when other processes
         # want those cores too (pix2pix: 66 s an epoch idle, up to twice that shared).
         torch.set_num_threads(threads)
-    plugin = _registry.get_plugin(plugin_name)
     given = {k: v for k, v in hparams.items() if v is not None}
     if resume is not None:
         state = checkpoint.load(resume, plugin=plugin.name, training=True)
@@ -414,8 +449,25 @@ def train_command(
         download=download,
         progress=progress,
         overwrite=overwrite,
+        precision=precision,
+        compile=compile_,
+        channels_last=channels_last,
     )
-    click.echo(f"wrote {result.out_dir} (checkpoint {result.checkpoint})")
+    if os.environ.get("RANK", "0") == "0":  # one line from a data-parallel run too
+        click.echo(f"wrote {result.out_dir} (checkpoint {result.checkpoint})")
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` without `option VALUE` / `option=VALUE`."""
+    out, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == option:
+            skip = True
+        elif not word.startswith(option + "="):
+            out.append(word)
+    return out
 
 
 def _field(plugin: Any, name: str) -> Any:

@@ -313,7 +313,7 @@ def dumps(config: Any) -> str:
 # `zoo train` options that take no value (every other option of `zoo train` takes one).
 # A test checks this against the CLI, so a recorded command parses here the way the
 # CLI parses it, without the core importing the CLI.
-TRAIN_FLAGS = ("--download", "--overwrite")
+TRAIN_FLAGS = ("--download", "--overwrite", "--compile", "--channels-last")
 
 
 def parse_train_words(config_class: type, words: Sequence[str], *, plugin: str = "") -> tuple[dict[str, Any], dict[str, str | bool]]:

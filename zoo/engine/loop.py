@@ -31,6 +31,9 @@ from zoo.plugin import Plugin
 from zoo.trainer import Progress, Schedule
 from zoo.versions import plugin_version, zoo_version
 
+# Seeds of process r's noise and jitter: seed + r * this (rank 0: the one-process seeds).
+RANK_SEED_STRIDE = 1_000_003
+
 
 class Interrupted(ZooError):
     """Ctrl-C: the last complete checkpoint is intact."""
@@ -180,6 +183,8 @@ class Run:
         # by its seed; a resumed run's weights are then replaced by its checkpoint's below.
         source = {"weights": weights} if weights is not None and state is None else {"random_init": True}
         self.model = models.build_model(plugin, config=config, data_info=info, seed=None, **source).model.to(self.device)
+        if state is not None:  # before any wrapper renames its keys
+            checkpoint.load_state_dict_strict(self.model, state["model"], what=f"checkpoint {resume}")
         if memory_format:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.trainer = plugin.trainer_class(self.model, config, self.device)
@@ -194,8 +199,14 @@ class Run:
             trained = _compiled(trained, self.model, self.optimizers)
         self.trainer.model = trained
 
-        self.data_gen = torch.Generator().manual_seed(seed)
-        self.aug_gen = torch.Generator().manual_seed(seed + 1)
+        self.data_gen = torch.Generator().manual_seed(seed)  # the same order everywhere: each process takes its shard
+        # Noise (dropout, a GAN's z) and jitter independent across processes; rank 0 keeps the
+        # one-process streams. The initial weights were drawn before, and DDP gave every
+        # process rank 0's.
+        offset = RANK_SEED_STRIDE * self.context.rank
+        if offset:
+            torch.manual_seed(seed + offset)
+        self.aug_gen = torch.Generator().manual_seed(seed + 1 + offset)
         self.epoch, self.step, self.complete, self.resume_at = 0, 0, True, 0
         self.sums: dict[str, float] = {}
         self.seen = 0
@@ -207,7 +218,6 @@ class Run:
 
     def _restore(self, state: dict[str, Any]) -> None:
         resume, config = self.resume, self.config
-        checkpoint.load_state_dict_strict(self.model, state["model"], what=f"checkpoint {resume}")
         saved = state.get("optimizers") or {}
         for name, opt in self.optimizers.items():
             if name not in saved:
