@@ -375,6 +375,13 @@ class TrainCommand(click.Command):
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the trained modules (the first step compiles: first_step_seconds)")
 @click.option("--channels-last", is_flag=True, help="NHWC memory order for convolutional plugins")
 @click.option(
+    "--data-mode",
+    type=click.Choice(["auto", "memory", "stream"]),
+    default="auto",
+    show_default=True,
+    help="hold the decoded data in memory, or decode it lazily in DataLoader workers (auto: by size, ZOO_DATA_MEMORY)",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
@@ -386,6 +393,7 @@ def train_command(
     precision: str,
     compile_: bool,
     channels_last: bool,
+    data_mode: str,
     overwrite: bool,
     max_steps: int | None,
     data: str | None,
@@ -452,6 +460,7 @@ def train_command(
         precision=precision,
         compile=compile_,
         channels_last=channels_last,
+        data_mode=data_mode,
     )
     if os.environ.get("RANK", "0") == "0":  # one line from a data-parallel run too
         click.echo(f"wrote {result.out_dir} (checkpoint {result.checkpoint})")

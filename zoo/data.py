@@ -335,6 +335,117 @@ class TensorData:
         return count_steps(len(self), batch_size, world)
 
 
+class StreamingSplit:
+    """A split decoded lazily, a step at a time, by a DataLoader with worker processes:
+    for data larger than memory. `source[i]` gives sample i as a dict of tensors
+    (without the batch axis) already shaped as the request asks; the order, the shards
+    and the resume point are those of `TensorData`, and the per-sample preparation is
+    the in-memory path's, so both give the same batches for the same data."""
+
+    def __init__(self, source: Any, workers: int | None = None, device: Any = "cpu"):
+        self.source = source
+        self.workers = default_workers() if workers is None else workers
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def to(self, device: Any) -> StreamingSplit:
+        return StreamingSplit(self.source, self.workers, device)
+
+    def num_batches(self, batch_size: int, world: int = 1) -> int:
+        return count_steps(len(self), batch_size, world)
+
+    def peek(self) -> dict[str, torch.Tensor]:
+        """The first sample as a batch of one (what `check_splits` inspects)."""
+        return _stack([self.source[0]])
+
+    def column(self, name: str) -> torch.Tensor | None:
+        """All values of a tensor the source knows without decoding (labels), or None."""
+        get = getattr(self.source, "column", None)
+        return get(name) if get is not None else None
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, start: int = 0, rank: int = 0, world: int = 1
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        import torch
+        from torch.utils.data import DataLoader
+
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        steps = [rows.tolist() for rows in sharded(order, batch_size, start, rank, world)]
+        if not steps:
+            return
+        # Its own generator: a DataLoader seeds its workers from the global one otherwise,
+        # which would shift a GAN's noise and make streaming differ from memory.
+        loader = DataLoader(
+            self.source,
+            batch_sampler=steps,
+            num_workers=self.workers,
+            collate_fn=_stack,
+            generator=torch.Generator(),
+            worker_init_fn=_one_thread if self.workers else None,
+            pin_memory=str(self.device).startswith("cuda"),
+        )
+        for batch in loader:
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+
+def _stack(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    import torch
+
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def _one_thread(worker: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the workers share the cores with training
+
+
+def default_workers() -> int:
+    import os
+
+    raw = os.environ.get("ZOO_DATA_WORKERS")
+    return int(raw) if raw and raw.isdigit() else min(4, os.cpu_count() or 1)
+
+
+DATA_MODES = ("auto", "memory", "stream")
+
+
+def memory_budget() -> int:
+    """Bytes of decoded data zoo holds in memory before it streams: ZOO_DATA_MEMORY
+    (e.g. 2G, 500M), else 40% of this machine's memory, at most 8 GB."""
+    import os
+
+    raw = os.environ.get("ZOO_DATA_MEMORY", "").strip().upper()
+    if raw:
+        scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(raw[-1], 1)
+        try:
+            return int(float(raw[:-1] if raw[-1] in "KMG" else raw) * scale)
+        except ValueError:
+            raise UsageError(f"ZOO_DATA_MEMORY={raw!r} is not a size such as 2G or 500M") from None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 * 10**9
+    return int(min(8e9, 0.4 * total))
+
+
+def choose_mode(mode: str, decoded_bytes: int) -> str:
+    """ "memory" or "stream" for `--data-mode` (auto: memory when the decoded data fits the budget)."""
+    if mode not in DATA_MODES:
+        raise UsageError(f"--data-mode {mode!r}: choose {', '.join(DATA_MODES)}")
+    if mode != "auto":
+        return mode
+    return "memory" if decoded_bytes <= memory_budget() else "stream"
+
+
+def materialise(source: Any) -> TensorData:
+    """A sample source decoded whole into a TensorData (the in-memory path)."""
+    return TensorData(_stack([source[i] for i in range(len(source))]))
+
+
 @dataclass
 class DataSplits:
     """A dataset loaded for one request: training and validation splits, what the data
@@ -372,6 +483,9 @@ class Dataset:
     downloads: bool = False
     # What PATH must hold, for messages and `zoo datasets`.
     path_help: str = ""
+    # `load` takes `mode="memory" | "stream" | "auto"` (`--data-mode`) and can return
+    # `StreamingSplit`s for data larger than memory.
+    streams: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum() or self.name != self.name.lower():
@@ -427,7 +541,10 @@ def check_splits(spec: str, splits: DataSplits, request: DataRequest, plugin: st
             raise DataError(f"--data {spec}: the {split_name} split is empty")
         tensors = getattr(split, "tensors", None)
         if tensors is None:
-            continue  # a streaming split checks its own samples
+            if not hasattr(split, "peek"):
+                continue  # a split of the plugin's own kind checks its own samples
+            peeked = split.peek()
+            tensors = {k: (split.column(k) if split.column(k) is not None else v) for k, v in peeked.items()}
         for need in request.tensors:
             if need.name not in tensors:
                 raise DataError(f"--data {spec}: the {split_name} split has no tensor {need.name!r} ({plugin} needs {need.describe()})")

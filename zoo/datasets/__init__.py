@@ -37,8 +37,14 @@ def parse_spec(spec: str) -> tuple[Dataset, str | None]:
     return dataset, (path or None)
 
 
-def load(spec: str, request: DataRequest, *, download: bool = False, plugin: str = "the plugin") -> DataSplits:
-    """Load the dataset named by `spec` shaped the way `request` asks, checked against it."""
+def load(spec: str, request: DataRequest, *, download: bool = False, plugin: str = "the plugin", mode: str = "auto") -> DataSplits:
+    """Load the dataset named by `spec` shaped the way `request` asks, checked against it.
+    `mode` (`--data-mode`): decode everything into memory, stream it, or choose by size
+    (auto); datasets that cannot stream load into memory, and refuse `stream`."""
+    from zoo.data import DATA_MODES
+
+    if mode not in DATA_MODES:
+        raise UsageError(f"--data-mode {mode!r}: choose {', '.join(DATA_MODES)}")
     dataset, path = parse_spec(spec)
     check_request(dataset, request, plugin)
     location = None
@@ -47,7 +53,12 @@ def load(spec: str, request: DataRequest, *, download: bool = False, plugin: str
         if not location.exists() and not (download and dataset.downloads):
             hint = "; --download fetches it" if dataset.downloads else ""
             raise DataError(f"--data {spec}: {location} does not exist{hint}")
-    splits = dataset.load(location, request, download=download)
+    if dataset.streams:
+        splits = dataset.load(location, request, download=download, mode=mode)
+    elif mode == "stream":
+        raise UsageError(f"--data-mode stream: dataset {dataset.name!r} loads into memory only (it is small, or cannot be read lazily)")
+    else:
+        splits = dataset.load(location, request, download=download)
     if not isinstance(splits, DataSplits):
         raise DataError(f"--data {spec}: dataset {dataset.name!r} returned a {type(splits).__name__}, not zoo.data.DataSplits")
     check_splits(spec, splits, request, plugin)

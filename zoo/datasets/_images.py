@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zoo.data import Images
 from zoo.errors import DataError
@@ -62,3 +62,34 @@ def image_files(directory: Path) -> list[Path]:
         dirs.sort()
         found += [Path(root) / f for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
     return found
+
+
+class ArrayImages:
+    """Images held as a uint8 array (N, C, H, W), prepared one at a time for the
+    streaming path: the raw bytes stay, the float images at the requested size and
+    range are made per step. The in-memory path prepares them all at once, alike."""
+
+    def __init__(self, images: Any, labels: Any, spec: Images):
+        self.images = images
+        self.labels = labels
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        import numpy as np
+        import torch
+
+        from zoo.data import to_request
+
+        out = {"image": to_request(torch.from_numpy(np.array(self.images[i : i + 1])), self.spec)[0]}
+        if self.labels is not None:
+            out["label"] = torch.tensor(int(self.labels[i]), dtype=torch.int64)
+        return out
+
+    def column(self, name: str) -> torch.Tensor | None:
+        import numpy as np
+        import torch
+
+        return torch.tensor(np.array(self.labels), dtype=torch.int64) if name == "label" and self.labels is not None else None

@@ -11,7 +11,8 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, TensorData, to_request
+from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, StreamingSplit, TensorData, choose_mode, to_request
+from zoo.datasets._images import ArrayImages
 from zoo.errors import DataError
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits:
+def load(path: Path, request: DataRequest, download: bool = False, mode: str = "auto") -> DataSplits:
     import numpy as np
     import torch
 
@@ -115,7 +116,12 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
         labels = np.concatenate([p[1] for p in parts])
         if len(labels) == 0:
             raise DataError(f"--data cifar10:{path}: the {split} split is empty")
-        tensors = {"image": to_request(torch.from_numpy(images), request["image"])}
+        spec = request["image"]
+        chosen = choose_mode(mode, 60_000 * (spec.channels or 3) * (spec.size or 32) ** 2 * 4)
+        if chosen == "stream":
+            splits[split] = StreamingSplit(ArrayImages(images, labels if request.wants("label") else None, spec))
+            continue
+        tensors = {"image": to_request(torch.from_numpy(images), spec)}
         if request.wants("label"):
             tensors["label"] = torch.from_numpy(labels)
         splits[split] = TensorData(tensors)
@@ -124,7 +130,7 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
         splits["train"],
         splits["val"],
         info=DataInfo(num_classes=10, class_names=tuple(classes)),
-        details={"root": str(root), "train": len(splits["train"]), "val": len(splits["val"])},
+        details={"root": str(root), "train": len(splits["train"]), "val": len(splits["val"]), "data_mode": chosen},
     )
 
 
@@ -136,4 +142,5 @@ dataset = Dataset(
     needs_path=True,
     downloads=True,
     path_help="a directory holding torchvision's cifar-10-batches-py/ (or that directory itself)",
+    streams=True,
 )

@@ -9,7 +9,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, TensorData, to_request
+from zoo.data import (
+    DataInfo,
+    DataRequest,
+    Dataset,
+    DataSplits,
+    Images,
+    Labels,
+    StreamingSplit,
+    TensorData,
+    choose_mode,
+    materialise,
+    to_request,
+)
 from zoo.datasets._images import IMAGE_EXTENSIONS, mode, open_image, to_uint8
 from zoo.errors import DataError
 
@@ -70,7 +82,34 @@ def _folder_split(samples: list[tuple[str, int]]) -> tuple[list[int], list[int]]
     return sorted(train), sorted(val)
 
 
-def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits:
+class FolderImages:
+    """The images of one split, decoded one at a time (for the streaming path, in
+    DataLoader workers; the in-memory path decodes them all the same way)."""
+
+    def __init__(self, samples: list[tuple[str, int]], request: DataRequest):
+        self.samples = samples
+        self.spec = request["image"]
+        self.with_labels = request.wants("label")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        import torch
+
+        path, label = self.samples[i]
+        out = {"image": to_request(_decode_folder_images([path], self.spec), self.spec)[0]}
+        if self.with_labels:
+            out["label"] = torch.tensor(label, dtype=torch.int64)
+        return out
+
+    def column(self, name: str) -> torch.Tensor | None:
+        import torch
+
+        return torch.tensor([label for _, label in self.samples], dtype=torch.int64) if name == "label" and self.with_labels else None
+
+
+def load(path: Path, request: DataRequest, download: bool = False, mode: str = "auto") -> DataSplits:
     import torch
 
     if not path.is_dir():
@@ -89,19 +128,21 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
         if not samples:
             raise DataError(f"--data folder:{path}: the {name} split has no images")
 
-    def tensors(samples: list[tuple[str, int]]) -> TensorData:
-        spec = request["image"]
-        out = {"image": to_request(_decode_folder_images([p for p, _ in samples], spec), spec)}
-        if request.wants("label"):
-            out["label"] = torch.tensor([label for _, label in samples], dtype=torch.int64)
-        return TensorData(out)
+    spec = request["image"]
+    decoded = (len(train_samples) + len(val_samples)) * (spec.channels or 3) * (spec.size or 256) ** 2 * 4
+    chosen = choose_mode(mode, decoded)
 
+    def split(samples: list[tuple[str, int]]) -> TensorData | StreamingSplit:
+        source = FolderImages(samples, request)
+        return StreamingSplit(source) if chosen == "stream" else materialise(source)
+
+    del torch
     return DataSplits(
         "folder",
-        tensors(train_samples),
-        tensors(val_samples),
+        split(train_samples),
+        split(val_samples),
         info=DataInfo(num_classes=len(classes), class_names=tuple(classes)),
-        details={"root": str(path), "split": split_by, "train": len(train_samples), "val": len(val_samples)},
+        details={"root": str(path), "split": split_by, "train": len(train_samples), "val": len(val_samples), "data_mode": chosen},
     )
 
 
@@ -112,4 +153,5 @@ dataset = Dataset(
     yields=(Images("image"), Labels("label")),
     needs_path=True,
     path_help="a directory with one subfolder of images per class, or train/ and val/ each laid out so",
+    streams=True,
 )

@@ -11,7 +11,8 @@ import gzip
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, TensorData, to_request
+from zoo.data import DataInfo, DataRequest, Dataset, DataSplits, Images, Labels, StreamingSplit, TensorData, choose_mode, to_request
+from zoo.datasets._images import ArrayImages
 from zoo.errors import DataError
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits:
+def load(path: Path, request: DataRequest, download: bool = False, mode: str = "auto") -> DataSplits:
     import torch
 
     raw = _raw_dir(path)
@@ -75,6 +76,8 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
         _download(path)
         raw = _raw_dir(path)
     image = request.get("image")
+    side = image.size if isinstance(image, Images) and image.size else 28
+    chosen = choose_mode(mode, 70_000 * (image.channels or 1) * side * side * 4)
     splits = {}
     for train, (images_name, labels_name) in FILES.items():
         images = read_idx(raw / images_name, IMAGES_MAGIC)
@@ -87,11 +90,20 @@ def load(path: Path, request: DataRequest, download: bool = False) -> DataSplits
             raise DataError(f"{raw / labels_name}: labels must be digits 0..9, found {int(labels.max())}")
         if len(images) == 0:
             raise DataError(f"--data mnist:{path}: the {'train' if train else 'test'} split is empty")
+        if chosen == "stream":
+            splits[train] = StreamingSplit(ArrayImages(images[:, None], labels if request.wants("label") else None, image))
+            continue
         tensors = {"image": to_request(torch.from_numpy(images.copy()).unsqueeze(1), image)}
         if request.wants("label"):
             tensors["label"] = torch.from_numpy(labels.astype("int64"))
         splits[train] = TensorData(tensors)
-    return DataSplits("mnist", splits[True], splits[False], info=DataInfo(num_classes=10, class_names=CLASSES), details={"root": str(raw)})
+    return DataSplits(
+        "mnist",
+        splits[True],
+        splits[False],
+        info=DataInfo(num_classes=10, class_names=CLASSES),
+        details={"root": str(raw), "data_mode": chosen},
+    )
 
 
 def _download(path: Path) -> None:
@@ -118,4 +130,5 @@ dataset = Dataset(
     needs_path=True,
     downloads=True,
     path_help="a directory holding torchvision's MNIST/raw/*-idx?-ubyte files",
+    streams=True,
 )

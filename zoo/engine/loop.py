@@ -90,6 +90,7 @@ def train(
     precision: str = "fp32",
     compile: bool = False,
     channels_last: bool = False,
+    data_mode: str = "auto",
 ) -> TrainResult:
     """Train `plugin` with `config`; returns where it wrote and the per-epoch records.
     A directory that holds a run is refused unless it is resumed or `overwrite` is given."""
@@ -106,6 +107,7 @@ def train(
         precision=precision,
         compile=compile,
         memory_format=channels_last,
+        data_mode=data_mode,
     )
     try:
         return run.fit(out=out, overwrite=overwrite, progress=progress)
@@ -131,6 +133,7 @@ class Run:
         precision: str,
         compile: bool,
         memory_format: bool,
+        data_mode: str = "auto",
     ):
         import torch
 
@@ -168,7 +171,7 @@ class Run:
 
         self.spec = state["data"] if state is not None else (data or plugin.default_dataset)
         self.request = plugin.data_request(config)
-        self.splits = datasets.load(self.spec, self.request, download=download, plugin=plugin.name).to(self.device)
+        self.splits = datasets.load(self.spec, self.request, download=download, plugin=plugin.name, mode=data_mode).to(self.device)
         self.info = info = dataclasses.replace(self.splits.info, train_size=len(self.splits.train))
         if state is not None and "data_info" in state:
             saved = zdata.DataInfo.from_json(state["data_info"])
