@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from zoo import DataRequest, Labels, datasets, engine, get_plugin
-from zoo.commands.use import open_runner, sample_quality, within_class_std
+from zoo.commands.evaluate import sample_quality, within_class_std
+from zoo.commands.runner import open_runner
 
 # name -> [(figure, minimum)], from issue 4
 FIGURES = {

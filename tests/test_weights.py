@@ -47,7 +47,7 @@ def test_every_table_entry_is_valid_and_its_parameter_count_is_right(name, entry
     entry = plugin.get_weights(entry_name)
     assert zweights.validate_entry(plugin, entry) == []
     config = plugin.config(**entry.meta["config"])
-    model = plugin.build(config)
+    model = plugin.instantiate(config)
     components = entry.meta.get("components")
     counted = sum(p.numel() for n, p in model.named_parameters() if components is None or n.split(".")[0] in components)
     assert counted == entry.meta["num_params"]
@@ -221,7 +221,7 @@ class Tiny:
     def state(self, seed: int = 0, **config) -> dict[str, torch.Tensor]:
         torch.manual_seed(seed)
         p = self.plugin
-        return p.build(p.config(**config)).state_dict()
+        return p.instantiate(p.config(**config)).state_dict()
 
     def file(self, path: Path, state: dict, **meta) -> tuple[Path, str]:
         meta.setdefault("plugin", "tinyw")
@@ -511,7 +511,7 @@ def test_a_pickle_that_runs_code_is_refused(zoo, tmp_path):
 def test_strict_loading_lists_every_problem_on_one_line(zoo, tmp_path):
     torch.manual_seed(0)
     plugin = get_plugin("vae")
-    state = plugin.build(plugin.config()).state_dict()
+    state = plugin.instantiate(plugin.config()).state_dict()
     state["fc1.weight"] = torch.zeros(400, 10)
     del state["fc4.bias"]
     state["extra.weight"] = torch.zeros(3)
@@ -533,6 +533,20 @@ def test_strict_loading_lists_every_problem_on_one_line(zoo, tmp_path):
 def test_weights_of_another_plugin_are_refused(zoo, tmp_path):
     assert zoo("train", "convnet", "--max-steps", "1", "--out", tmp_path / "c", "--progress", "none").exit_code == 0
     one_line_error(zoo("train", "vae", "--weights", tmp_path / "c" / "last.pt", "--max-steps", "1"), 1, "'convnet', not 'vae'")
+
+
+def test_a_checkpoint_used_as_weights_keeps_what_the_data_knew(zoo, tmp_path):
+    """A last.pt given to --weights, or imported, brings its data_info (the class names)
+    as --checkpoint does, so a model whose shape follows the data is rebuilt the same."""
+    assert zoo("train", "convnet", "--max-steps", "1", "--out", tmp_path / "c", "--progress", "none").exit_code == 0
+    ckpt = tmp_path / "c" / "last.pt"
+    recorded = torch.load(ckpt, weights_only=True)["data_info"]
+    assert recorded["class_names"] == [str(i) for i in range(10)]
+    plugin = get_plugin("convnet")
+    assert models.build_model(plugin, weights=str(ckpt)).data_info.to_json() == recorded
+    assert models.build_model(plugin, checkpoint=str(ckpt)).data_info.to_json() == recorded
+    assert zoo("weights", "import", "convnet", ckpt, "--name", "RUN").exit_code == 0
+    assert zweights.read(plugin, "RUN").meta["data_info"] == recorded
 
 
 # --------------------------------------------------------------------------- foreign checkpoints and import
@@ -604,7 +618,7 @@ def test_vae_imports_a_pytorch_examples_state_dict(zoo, tmp_path):
 def test_foreign_import_takes_hyperparameters_and_names_wrong_ones(zoo, tmp_path):
     plugin = get_plugin("vae")
     torch.manual_seed(0)
-    torch.save(plugin.build(plugin.config(latent_dim=8)).state_dict(), tmp_path / "small.pth")
+    torch.save(plugin.instantiate(plugin.config(latent_dim=8)).state_dict(), tmp_path / "small.pth")
     one_line_error(zoo("weights", "import", "vae", tmp_path / "small.pth"), 1, "mismatched: fc21.weight (8, 400) != (20, 400)")
     r = zoo("weights", "import", "vae", tmp_path / "small.pth", "--config", "latent_dim=8")
     assert r.exit_code == 0, r
@@ -655,31 +669,42 @@ def test_generator_only_weights_load_per_component(tiny, tmp_path, capsys):
     plugin = tiny.plugin
     trained = tiny.state(seed=1)
     generator = {k: v for k, v in trained.items() if k.startswith("generator.")}
-    path, _ = tiny.file(tmp_path / "g.safetensors", generator, components=["generator"])
+    generator_file, _ = tiny.file(tmp_path / "g.safetensors", generator, components=["generator"])
     torch.manual_seed(2)
-    model = plugin.build(plugin.config())
+    model = plugin.instantiate(plugin.config())
     before = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
-    loaded = zweights.load_into(plugin, model, str(path), config=plugin.config())
+    loaded = zweights.load_into(plugin, model, str(generator_file), config=plugin.config())
     assert loaded.components == ["generator"] and loaded.left_as_built == ["discriminator"]
     assert "hold generator only; discriminator keeps its initialisation" in capsys.readouterr().err
     assert all(torch.equal(model.state_dict()[k], v) for k, v in generator.items())
     assert all(torch.equal(model.discriminator.state_dict()[k], v) for k, v in before.items())
 
+    # Commands say so when what they run is one of the components left as built.
+    from zoo.commands.runner import open_runner
+
+    discriminator = {k: v for k, v in trained.items() if k.startswith("discriminator.")}
+    only_d, _ = tiny.file(tmp_path / "d.safetensors", discriminator, components=["discriminator"])
+    capsys.readouterr()
+    open_runner(plugin, "generator", checkpoint=None, weights=str(generator_file), artifact=None, device="cpu")
+    assert capsys.readouterr().err == ""  # the generator is what the file holds
+    open_runner(plugin, "generator", checkpoint=None, weights=str(only_d), artifact=None, device="cpu")
+    assert "hold no generator; tinyw:generator runs it as initialised" in capsys.readouterr().err
+
     broken = dict(generator)
     del broken["generator.2.bias"]
     path, _ = tiny.file(tmp_path / "broken.safetensors", broken, components=["generator"])
     with pytest.raises(checkpoint.CheckpointError, match=r"\(generator\) does not fit this model: missing: generator.2.bias"):
-        zweights.load_into(plugin, plugin.build(plugin.config()), str(path))
+        zweights.load_into(plugin, plugin.instantiate(plugin.config()), str(path))
     path, _ = tiny.file(tmp_path / "liar.safetensors", trained, components=["generator"])
     with pytest.raises(checkpoint.CheckpointError, match="also hold keys of discriminator"):
-        zweights.load_into(plugin, plugin.build(plugin.config()), str(path))
+        zweights.load_into(plugin, plugin.instantiate(plugin.config()), str(path))
     path, _ = tiny.file(tmp_path / "ghost.safetensors", generator, components=["generator", "critic"])
     with pytest.raises(checkpoint.CheckpointError, match="critic that this model does not have"):
-        zweights.load_into(plugin, plugin.build(plugin.config()), str(path))
+        zweights.load_into(plugin, plugin.instantiate(plugin.config()), str(path))
     # Without a components declaration the whole model is expected.
     path, _ = tiny.file(tmp_path / "undeclared.safetensors", generator)
     with pytest.raises(checkpoint.CheckpointError, match="missing: discriminator.0.weight"):
-        zweights.load_into(plugin, plugin.build(plugin.config()), str(path))
+        zweights.load_into(plugin, plugin.instantiate(plugin.config()), str(path))
 
 
 def test_a_foreign_generator_goes_through_the_filter(zoo, tiny, tmp_path):
@@ -688,7 +713,12 @@ def test_a_foreign_generator_goes_through_the_filter(zoo, tiny, tmp_path):
     torch.save(foreign, tmp_path / "netG_epoch_24.pth")
     r = zoo("weights", "import", "tinyw", tmp_path / "netG_epoch_24.pth")
     assert r.exit_code == 0, r
-    assert "imported tinyw:NETG_EPOCH_24 (generator only)" in r.stdout
+    assert "imported tinyw:NETG_EPOCH_24 (generator only)" in r.stdout and r.stderr == ""  # the summary says what it holds
+    one_line_error(
+        zoo("weights", "import", "tinyw", tmp_path / "netG_epoch_24.pth", "--name", "D", "--components", "discriminator"),
+        2,
+        "holds only generator",
+    )
     built = models.build_model(tiny.plugin, weights="NETG_EPOCH_24")
     model, _, loaded = built.model, built.config, built.loaded
     assert loaded.components == ["generator"] and loaded.meta["components"] == ["generator"]
@@ -787,7 +817,7 @@ def test_exported_vae_entry_is_valid_and_reproducible(zoo, tmp_path):
     plugin = get_plugin("vae")
     entry = Weights(**info["entry"])
     assert zweights.validate_entry(plugin, entry) == []
-    assert entry.meta["num_params"] == sum(p.numel() for p in plugin.build(plugin.config()).parameters())
+    assert entry.meta["num_params"] == sum(p.numel() for p in plugin.instantiate(plugin.config()).parameters())
     # Running the recorded command again gives the very same file.
     command = entry.meta["command"].split()[2:] + ["--out", str(tmp_path / "again"), "--progress", "none"]
     assert zoo("train", *command).exit_code == 0
@@ -803,9 +833,15 @@ def test_weights_cli_does_not_import_torch_at_startup():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_list_without_weights_says_so(zoo):
-    r = zoo("weights", "list", "--json")
-    assert r.exit_code == 0 and isinstance(r.json(), list)
+def test_list_shows_every_table_entry_and_says_when_there_is_none(zoo):
+    rows = zoo("weights", "list", "--json").json()
+    tables = [(name, w.name, w.name == get_plugin(name).default_weights) for name in registry_plugins() for w in get_plugin(name).weights]
+    assert [(r["plugin"], r["name"], r["default"]) for r in rows] == tables  # nothing imported in this ZOO_HOME
+    assert all(r["origin"] == "table" and r["status"] == ("packaged" if r["source"].startswith("package:") else "not cached") for r in rows)
+    bare = [name for name in registry_plugins() if not get_plugin(name).weights]
+    if bare:
+        r = zoo("weights", "list", bare[0])
+        assert r.exit_code == 0 and r.stdout.startswith(f"no weights for plugin {bare[0]}"), r
     one_line_error(zoo("weights", "list", "nosuch"), 2, "unknown plugin 'nosuch'")
 
 
@@ -813,6 +849,6 @@ def test_list_without_weights_says_so(zoo):
 def test_weights_load_into_a_model_on_cuda(tiny, tmp_path):
     path, _ = tiny.file(tmp_path / "w.safetensors", tiny.state(seed=1))
     plugin = tiny.plugin
-    model = plugin.build(plugin.config()).to("cuda")
+    model = plugin.instantiate(plugin.config()).to("cuda")
     zweights.load_into(plugin, model, str(path), config=plugin.config())
     assert all(torch.equal(model.state_dict()[k].cpu(), v) for k, v in tiny.state(seed=1).items())

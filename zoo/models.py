@@ -98,13 +98,16 @@ def build_model(
     data_info: DataInfo | None = None,
     latest: bool = True,
     log: Log = _quiet,
+    quiet: bool = False,
 ) -> Built:
     """The model `plugin` builds from exactly one source of weights, in eval mode on the
     CPU. With no source, the newest `zoo train` run of the plugin (when `latest`).
 
     Training passes its own `config` and the data's `data_info`: random init then draws
     from the global generator the engine seeded (`seed=None`), and `--weights` load into
-    the run's config, refusing weights of another architecture by name."""
+    the run's config, refusing weights of another architecture by name. `quiet` drops
+    the note on stderr naming components the weights do not hold (for a caller that
+    reports what they hold itself, such as `zoo weights import`)."""
     from zoo import checkpoint as ckpt
     from zoo import paths
     from zoo import weights as zweights
@@ -140,7 +143,7 @@ def build_model(
             config = zconfig.from_dict(plugin.config_class, loaded.config or {}, plugin=plugin.name)
         info = data_info if data_info is not None else _data_info(loaded.meta.get("data_info"), f"weights {weights}")
         model = _instantiate(plugin, config, info, seed)  # components the file lacks keep these values
-        zweights.load_into(plugin, model, loaded, config=config)
+        zweights.load_into(plugin, model, loaded, config=config, quiet=quiet)
         is_path = Path(weights).expanduser().exists()
         source = Source("weights", path=str(loaded.path.resolve()), name=None if is_path else weights, sha256=loaded.sha256)
         weights_read = loaded

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,7 @@ from typing import Any
 import click
 
 from zoo import config as zconfig
-from zoo.data import DataInfo
-from zoo.errors import CheckpointError, UsageError
+from zoo.errors import UsageError
 
 
 @click.group("weights")
@@ -25,7 +23,7 @@ def weights_group() -> None:
     """Pretrained weights: list the tables, download, import a checkpoint (zoo's or a
     foreign one) into the cache, export a run as a table entry to publish.
 
-    `--weights NAME|PATH` on train, export, sample and predict takes a NAME from the
+    `--weights NAME|PATH` on train, export, sample, predict and evaluate takes a NAME from the
     plugin's table (DEFAULT included) or from `zoo weights import`, or a file."""
 
 
@@ -134,27 +132,6 @@ def _parse_components(raw: tuple[str, ...], children: list[str]) -> list[str] | 
 COMPONENTS_HELP = "keep only these top-level modules, comma-separated or repeated (e.g. generator, all sampling and export need)"
 
 
-def _component_tensors(model: Any, components: list[str]) -> dict[str, Any]:
-    return {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in components}
-
-
-def _write_verified(data: bytes, path: Path) -> str:
-    """Write `data` atomically and check that the file on disk hashes like the bytes."""
-    from zoo import checkpoint
-
-    sha = hashlib.sha256(data).hexdigest()
-    checkpoint.atomic_write(path, lambda fh: fh.write(data))
-    # mkstemp makes files 0600; weights are meant to be shared (packaged, hosted, cached).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    on_disk = checkpoint.sha256_file(path)
-    if on_disk != sha:
-        path.unlink()
-        raise CheckpointError(f"{path} did not read back as written (sha256 {on_disk}, expected {sha}); the disk may be failing")
-    return sha
-
-
 # --------------------------------------------------------------------------- import
 
 
@@ -178,9 +155,7 @@ def import_command(
     (last.pt), a safetensors file, or a foreign state dict (e.g. pytorch/examples,
     junyanz pix2pix) through the plugin's filter. It loads strictly first, so what is
     imported is known to fit; afterwards `--weights NAME` finds it."""
-    import torch
-
-    from zoo import checkpoint
+    from zoo import checkpoint, models
     from zoo import weights as zweights
 
     plugin = _plugin(plugin_name)
@@ -200,24 +175,20 @@ def import_command(
             f"{plugin.name}:{name} was imported already (from {index[name].get('meta', {}).get('imported_from')}); pass --force to replace it, or --name"
         )
 
-    loaded = zweights.read(plugin, str(path))
-    if loaded.config is not None:
-        if overrides:
-            raise UsageError(f"--config applies to foreign state dicts only; {file} brings its own hyperparameters")
-        config = zconfig.from_dict(plugin.config_class, loaded.config, plugin=plugin.name)
-    else:
-        config = zconfig.from_dict(plugin.config_class, overrides, plugin=plugin.name)
-    info = DataInfo.from_json(loaded.meta.get("data_info"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = plugin.instantiate(config, info)
-    zweights.load_into(plugin, model, loaded, config=config, quiet=True)  # the summary line says what it holds
+    # Zoo's files bring their hyperparameters; a foreign state dict takes them from --config.
+    brings_config = zweights.read(plugin, str(path)).config is not None
+    if brings_config and overrides:
+        raise UsageError(f"--config applies to foreign state dicts only; {file} brings its own hyperparameters")
+    config = None if brings_config else zconfig.from_dict(plugin.config_class, overrides, plugin=plugin.name)
+    # It loads strictly first, so what is imported is known to fit; the summary line says what it holds.
+    built = models.build_model(plugin, weights=str(path), config=config, quiet=True)
+    model, config, info, loaded = built.model, built.config, built.data_info, built.loaded
+    children = zweights.top_level_children(model)
     held = list(loaded.components or [])
-    components = _parse_components(components_raw, zweights.top_level_children(model)) or held
+    components = _parse_components(components_raw, children) or held
     missing = [c for c in components if c not in held]
     if missing:
         raise UsageError(f"--components {','.join(missing)}: {file} holds only {', '.join(held)}")
-    children = zweights.top_level_children(model)
     meta: dict[str, Any] = {
         "plugin": plugin.name,
         "name": name,
@@ -238,23 +209,19 @@ def import_command(
     if loaded.kind == "checkpoint":
         meta["dataset"] = source_meta.get("data")
         meta["metrics"] = {k: v for k, v in (source_meta.get("metrics") or {}).items() if k.startswith("val_")}
-    data = zweights.safetensors_bytes(_component_tensors(model, components), meta)
+    data = zweights.safetensors_bytes(zweights.component_tensors(model, components), meta)
     sha = hashlib.sha256(data).hexdigest()
     dest = zweights.cache_dir(plugin) / f"{name}-{sha[:8]}.safetensors"
-    _write_verified(data, dest)
+    zweights.write_verified(data, dest)
     zweights.verified_sha256(dest, sha)
     # Load it back the way `--weights NAME` will, so a bad import fails here and now.
-    with torch.random.fork_rng(devices=[]):
-        check_model = plugin.instantiate(config, info)
-    zweights.load_into(plugin, check_model, zweights.read(plugin, str(dest)), config=config, quiet=True)
+    models.build_model(plugin, weights=str(dest), quiet=True)
     previous = index.get(name)
     index = zweights.imported_entries(plugin)  # re-read: another import may have landed meanwhile
     index[name] = {"file": dest.name, "sha256": sha, "meta": meta}
     checkpoint.write_json(index, zweights.cache_dir(plugin) / zweights.IMPORTED_INDEX)
     if previous and previous.get("file") != dest.name:
-        old = zweights.cache_dir(plugin) / previous["file"]
-        for p in (old, zweights._sidecar(old)):
-            p.unlink(missing_ok=True)
+        zweights.remove_verified(zweights.cache_dir(plugin) / previous["file"])
     partial = f" ({', '.join(components)} only)" if components != children else ""
     click.echo(f"imported {plugin.name}:{name}{partial} -> {dest}")
     click.echo(f"sha256 {sha}; load it with --weights {name}")
@@ -324,7 +291,7 @@ def export_command(
     """Write a sha256-named safetensors file of a run and print the `Weights(...)` entry
     to paste into the plugin's table, meta filled from the run: config, metrics,
     parameter count, dataset and the `zoo train` command that reproduces it."""
-    from zoo import checkpoint
+    from zoo import checkpoint, models
     from zoo import weights as zweights
     from zoo.plugin import Weights
 
@@ -332,11 +299,9 @@ def export_command(
     ckpt_path = Path(checkpoint_path).expanduser()
     if ckpt_path.is_dir():
         ckpt_path = ckpt_path / "last.pt"
-    state = checkpoint.load(ckpt_path, plugin=plugin.name)
-    config = zconfig.from_dict(plugin.config_class, state.get("config") or {}, plugin=plugin.name)
-    info_data = DataInfo.from_json(state.get("data_info"))
-    model = plugin.instantiate(config, info_data)
-    checkpoint.load_state_dict_strict(model, state["model"], what=f"checkpoint {ckpt_path}")
+    state = checkpoint.load(ckpt_path, plugin=plugin.name)  # the run's metrics, epoch and step
+    built = models.build_model(plugin, checkpoint=str(ckpt_path))
+    model, config, info_data = built.model, built.config, built.data_info
     children = zweights.top_level_children(model)
     components = _parse_components(components_raw, children) or children
     partial = components != children
@@ -377,7 +342,7 @@ def export_command(
         "plugin_version": state.get("plugin_version"),
         "zoo_version": state.get("zoo_version"),
     }
-    blob = zweights.safetensors_bytes(_component_tensors(model, components), file_meta)
+    blob = zweights.safetensors_bytes(zweights.component_tensors(model, components), file_meta)
     sha = hashlib.sha256(blob).hexdigest()
     file_name = f"{plugin.name}-{name.lower()}-{sha[:8]}.safetensors"
     source = f"{base_url.rstrip('/')}/{file_name}" if base_url else f"package:{file_name}"
@@ -386,7 +351,7 @@ def export_command(
     if problems:
         raise UsageError("the entry would not be valid: " + "; ".join(problems))
     dest = Path(out) / file_name
-    _write_verified(blob, dest)
+    zweights.write_verified(blob, dest)
     if as_json:
         click.echo(
             json.dumps(
