@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     splits = datasets.load(data_spec, plugin.data_request(config))
     rng.seed_everything(args.seed)  # the engine seeds, loads the data, then builds the model
-    untrained = plugin.build(config)
-    trained = plugin.build(config)
+    untrained = plugin.instantiate(config)
+    trained = plugin.instantiate(config)
     state = checkpoint.load(result.checkpoint, plugin="pix2pix")
     checkpoint.load_state_dict_strict(trained, state["model"])
 

@@ -289,7 +289,7 @@ def step_flops(name: str, config, train) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     plugin = get_plugin(name)
-    model = plugin.build(config)
+    model = plugin.instantiate(config)
     trainer = plugin.trainer_class(model, config, torch.device("cpu"))
     optimizers = trainer.configure_optimizers()
     batch = next(train.batches(config.batch_size, generator=torch.Generator().manual_seed(0)))
@@ -339,7 +339,7 @@ def main() -> None:
             train = datasets.load(spec, plugin.data_request(config)).train
             steps_per_epoch = math.ceil(len(train) / config.batch_size)
             epochs = max(args.epochs, math.ceil(args.min_steps / steps_per_epoch))
-            probe = plugin.build(config)
+            probe = plugin.instantiate(config)
             shipped = optimizer_kind(shipped_optimizers(name, probe, config))
             reference = optimizer_kind(reference_optimizers(name, probe, config))
             builders = {"plain": reference_optimizers}
@@ -349,7 +349,7 @@ def main() -> None:
             for rep in range(args.repeats):
                 for side, build_optimizers in builders.items():
                     torch.manual_seed(rep)
-                    model = plugin.build(config)
+                    model = plugin.instantiate(config)
                     seconds, seen = PLAIN[name](model, config, build_optimizers(name, model, config), data, epochs, args.workers)
                     best[side] = max(best[side], seen / seconds)
                 seconds, seen, _ = engine_run(name, config, spec, epochs, tmp / f"{name}-{rep}")

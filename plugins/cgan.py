@@ -202,6 +202,17 @@ DIGITS_V1 = Weights(
             "generator_dropout": 0.5,
         },
         "components": ["generator"],
+        "judged": {
+            "by": "convnet:DIGITS_V1",
+            "samples": 1000,
+            "seed": 0,
+            "metrics": {
+                "mean_max_probability": 0.9922159314155579,
+                "distinct_classes": 10,
+                "within_class_std": 0.005207603797316551,
+                "conditional_accuracy": 1.0,
+            },
+        },
         "description": "generator only, trained by zoo with the recorded command",
     },
 )

@@ -256,6 +256,12 @@ DIGITS_V1 = Weights(
             "dropout": 0.5,
         },
         "components": ["generator"],
+        "judged": {
+            "by": "convnet:DIGITS_V1",
+            "samples": 1000,
+            "seed": 0,
+            "metrics": {"mean_max_probability": 0.8463347554206848, "distinct_classes": 10, "within_class_std": 0.12664183974266052},
+        },
         "description": "generator only, trained by zoo with the recorded command",
     },
 )

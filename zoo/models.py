@@ -141,7 +141,12 @@ def build_model(
         loaded = zweights.read(plugin, weights)
         if config is None:
             config = zconfig.from_dict(plugin.config_class, loaded.config or {}, plugin=plugin.name)
-        info = data_info if data_info is not None else _data_info(loaded.meta.get("data_info"), f"weights {weights}")
+        if data_info is not None:
+            info = data_info
+        elif loaded.meta.get("data_info"):
+            info = _data_info(loaded.meta.get("data_info"), f"weights {weights}")
+        else:  # a foreign file knows nothing of the data: ask the plugin's default dataset, where build needs it
+            info = data_info_for(plugin, config)
         model = _instantiate(plugin, config, info, seed)  # components the file lacks keep these values
         zweights.load_into(plugin, model, loaded, config=config, quiet=quiet)
         is_path = Path(weights).expanduser().exists()

@@ -39,6 +39,8 @@ OPTIONAL_META_FIELDS: dict[str, str] = {
     "components": "top-level child modules the file holds (default: the whole model), e.g. ['generator']",
     "description": "one line on what they are good for",
     "data_info": "what the training data knew that the model needs: {'num_classes', 'class_names', 'vocabulary'}",
+    "judged": "figures a model outside the file can recompute (a generator's samples judged by a classifier): "
+    "{'by': 'PLUGIN:WEIGHTS', 'samples': n, 'seed': s, 'metrics': {name: number}}",
 }
 
 
@@ -205,6 +207,24 @@ def _check_model(plugin: Plugin, meta: Mapping[str, Any], config: Any, info: Any
     return []
 
 
+def _check_judged(judged: Any) -> list[str]:
+    """The optional 'judged' figures: who judged, on how many samples of which seed, what they scored."""
+    if judged is None:
+        return []
+    if (
+        not isinstance(judged, Mapping)
+        or not isinstance(judged.get("by"), str)
+        or not isinstance(judged.get("samples"), int)
+        or judged.get("samples", 0) < 1
+        or not isinstance(judged.get("seed"), int)
+        or not isinstance(judged.get("metrics"), Mapping)
+        or not judged["metrics"]
+        or not all(isinstance(k, str) and _is_number(v) for k, v in judged["metrics"].items())
+    ):
+        return ["meta 'judged' must be {'by': 'PLUGIN:WEIGHTS', 'samples': n >= 1, 'seed': int, 'metrics': {name: finite number}}"]
+    return []
+
+
 def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool = True) -> list[str]:
     """Problems with a table entry's meta (empty when it is valid). With `check_model`,
     builds the model its config describes (on the meta device) to recount parameters."""
@@ -221,6 +241,7 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
     problems += found
     problems += _check_command(plugin, meta["command"], config, meta["dataset"])
     problems += _check_input(plugin, meta["input"], config)
+    problems += _check_judged(meta.get("judged"))
     info = None
     try:
         info = zdata.DataInfo.from_json(meta.get("data_info"))
