@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Weights, hparam
+from zoo.classify import ClassifierTrainer
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -50,7 +51,9 @@ class ConvNet(nn.Module):
         return self.fc2(self.dropout(x))  # (N, 10) logits
 
 
-class ConvNetTrainer(Trainer):
+class ConvNetTrainer(ClassifierTrainer):
+    """Adam on cross-entropy; the report and confusion matrix come from zoo.classify."""
+
     def configure_optimizers(self):
         return {"adam": torch.optim.Adam(self.model.parameters(), lr=self.config.lr)}
 

@@ -291,5 +291,31 @@ def test_evaluate_finds_the_newest_convnet(zoo, trained, tmp_path):
 def test_evaluate_bad_input(zoo, trained):
     one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan")), 2, "zoo train convnet", "--classifier")
     one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan"), "--classifier", trained("vae")), 2, "vae", "classifier")
-    one_line_error(zoo("evaluate", "convnet", "--classifier", trained("convnet")), 2, "does not sample")
+    one_line_error(zoo("evaluate", "convnet", "--classifier", trained("convnet")), 2, "convnet is evaluated on data")
+    one_line_error(zoo("evaluate", "convnet", "--artifact", "x.onnx"), 2, "task parity")
     one_line_error(zoo("evaluate", "gan", "--checkpoint", trained("gan"), "--classifier", trained("convnet"), "-n", "0"), 2, "-n")
+
+
+def test_evaluate_a_classifier_on_data(zoo, monkeypatch):
+    """Validation metrics, per-class accuracy and the confusion matrix of DEFAULT weights,
+    recomputed here from the validation split."""
+    import torch
+
+    from zoo import DataRequest, datasets, models
+
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    report = zoo("evaluate", "convnet", "--weights", "DEFAULT", "--json").json()
+    splits = datasets.load("digits", DataRequest.images(28, num_classes=10))
+    model = models.build_model(get_plugin("convnet"), weights="DEFAULT").model
+    with torch.no_grad():
+        predicted = model(splits.val.tensors["image"]).argmax(1)
+    labels = splits.val.tensors["label"]
+    matrix = torch.zeros(10, 10, dtype=torch.int64)
+    for t, p in zip(labels.tolist(), predicted.tolist()):
+        matrix[t, p] += 1
+    assert report["confusion_matrix"] == matrix.tolist() and report["samples"] == 300
+    assert report["metrics"]["val_accuracy"] == pytest.approx(float((predicted == labels).float().mean()))
+    per_class = [float(matrix[c, c]) / float(matrix[c].sum()) for c in range(10)]
+    assert report["per_class_accuracy"] == pytest.approx(per_class)
+    text = zoo("evaluate", "convnet", "--weights", "DEFAULT").stdout
+    assert "confusion matrix (rows: true class, columns: predicted)" in text and "val_accuracy" in text

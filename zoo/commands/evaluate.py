@@ -90,6 +90,50 @@ def within_class_std(images: torch.Tensor, groups: torch.Tensor) -> float:
     return float(sum(stds) / len(stds)) if stds else 0.0
 
 
+def validation_report(
+    plugin: Any, data: str | None, *, checkpoint: str | None, weights: str | None, random_init: bool, device: str
+) -> dict[str, Any]:
+    """The plugin's own validation metrics (and report) of a model on a dataset's validation split."""
+    import torch
+
+    from zoo import datasets, devices, models
+
+    built = models.build_model(plugin, checkpoint=checkpoint, weights=weights, random_init=random_init)
+    dev = devices.resolve(device)
+    spec = data or plugin.default_dataset
+    splits = datasets.load(spec, plugin.data_request(built.config), plugin=plugin.name).to(dev)
+    trainer = plugin.trainer_class(built.model.to(dev), built.config, dev)
+    trainer.data_info = built.data_info
+    with torch.no_grad():
+        metrics = trainer.evaluate(splits.val.batches(built.config.batch_size)) or {}
+        report = trainer.report(splits.val.batches(built.config.batch_size)) or {}
+    return {
+        "plugin": plugin.name,
+        "source": built.source.describe(),
+        "data": spec,
+        "samples": len(splits.val),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        **report,
+    }
+
+
+def render_report(result: dict[str, Any]) -> str:
+    lines = [f"{result['plugin']} ({result['source']}) on the {result['samples']} validation samples of --data {result['data']}:"]
+    lines += [f"  {name:22} {value:.4f}" for name, value in result["metrics"].items()]
+    if "per_class_accuracy" in result:
+        names = result["class_names"]
+        lines.append(
+            "  per-class accuracy     "
+            + "  ".join(f"{n}:{a:.3f}" if a is not None else f"{n}:-" for n, a in zip(names, result["per_class_accuracy"]))
+        )
+        lines.append("  confusion matrix (rows: true class, columns: predicted)")
+        width = max(len(str(v)) for row in result["confusion_matrix"] for v in row + [max(len(n) for n in names)])
+        lines.append("    " + " " * (width + 1) + " ".join(n.rjust(width) for n in names))
+        for name, row in zip(names, result["confusion_matrix"]):
+            lines.append("    " + name.rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)
+
+
 @click.command("evaluate")
 @click.argument("plugin_name", metavar="PLUGIN")
 @click.option(
@@ -98,6 +142,7 @@ def within_class_std(images: torch.Tensor, groups: torch.Tensor) -> float:
     help="classifier that judges the samples: a checkpoint, or convnet weights NAME|PATH [default: newest convnet run]",
 )
 @click.option("-n", "--num", "n", type=click.INT, default=1000, show_default=True, help="number of samples")
+@click.option("--data", default=None, help="plugins evaluated on data: the dataset whose validation split to use [default: the plugin's]")
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of the noise")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @source_options
@@ -105,6 +150,7 @@ def evaluate_command(
     plugin_name: str,
     classifier: str | None,
     n: int,
+    data: str | None,
     seed: int,
     as_json: bool,
     checkpoint: str | None,
@@ -113,9 +159,13 @@ def evaluate_command(
     artifact: str | None,
     device: str,
 ) -> None:
-    """Judge a generative PLUGIN's samples with a trained classifier.
+    """Evaluate PLUGIN: its validation metrics on data, or a generator's samples judged.
 
-    Prints the classifier's mean max-probability over N samples (do they look like
+    Classifiers, language models and other plugins that do not sample images: the
+    plugin's own validation metrics on the validation split of --data (classifiers
+    add per-class accuracy and the confusion matrix; --json gives them as data).
+
+    Image generators: prints a trained classifier's mean max-probability over N samples (do they look like
     digits?), the number of distinct classes it predicts (are they varied?), the
     pixel spread among samples of one class (near 0: one image per class), and for
     conditional plugins (cgan) the fraction classified as the class they were
@@ -126,9 +176,17 @@ def evaluate_command(
 
     plugin = get_plugin(plugin_name)
     if sample_kind(plugin) != "images":
-        raise UsageError(
-            f"{plugin.name} does not sample images; zoo evaluate judges generative plugins ({', '.join(samplers(('images',))) or 'none'})"
-        )
+        if classifier is not None:
+            raise UsageError(f"--classifier judges generated images; {plugin.name} is evaluated on data (--data)")
+        if artifact is not None:
+            raise UsageError("--artifact: an exported file's validation metrics come with zoo export and zoo verify (task parity)")
+        result = validation_report(plugin, data, checkpoint=checkpoint, weights=weights, random_init=random_init, device=device)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            click.echo(render_report(result))
+        return
+    del samplers
     if n < 1:
         raise UsageError(f"-n must be at least 1, not {n}")
     runner = open_runner(

@@ -20,13 +20,22 @@ from zoo.errors import UsageError
 
 
 def classify(runner: Runner, paths: list[Path]) -> list[dict[str, Any]]:
-    """{input, class, probability, probabilities} per image: the softmax of the class scores."""
+    """{input, class, name, probability, probabilities} per image: the softmax of the
+    class scores, and the class's name where the data the model learnt from had names
+    (its data_info, e.g. CIFAR-10's "cat"; the digits are named "0".."9")."""
     import torch
 
     probabilities = torch.softmax(runner([load_batch(paths, runner.input_request())])[0].float(), dim=1)
     best, classes = probabilities.max(dim=1)
+    names = runner.data_info.class_names if runner.data_info is not None else None
     return [
-        {"input": str(p), "class": int(c), "probability": float(b), "probabilities": [round(float(v), 6) for v in row]}
+        {
+            "input": str(p),
+            "class": int(c),
+            **({"name": names[int(c)]} if names and int(c) < len(names) else {}),
+            "probability": float(b),
+            "probabilities": [round(float(v), 6) for v in row],
+        }
         for p, c, b, row in zip(paths, classes, best, probabilities)
     ]
 
@@ -65,7 +74,12 @@ def _print_classes(runner: Runner, paths: list[Path], out: str | None, as_json: 
     if as_json:
         text = json.dumps(results, indent=2)
     else:
-        text = "\n".join(f"{r['input']}\tclass {r['class']}\tprobability {r['probability']:.4f}" for r in results)
+        text = "\n".join(
+            f"{r['input']}\tclass {r['class']}"
+            + (f" ({r['name']})" if "name" in r and r["name"] != str(r["class"]) else "")
+            + f"\tprobability {r['probability']:.4f}"
+            for r in results
+        )
     if out is not None:
         checkpoint.atomic_write(out, lambda fh: fh.write(text + "\n"), mode="w")
     click.echo(text)

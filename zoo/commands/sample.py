@@ -29,6 +29,10 @@ class SampleRequest:
     out: str | None
     label: int | None = None
     nrow: int | None = None
+    prompt: str | None = None
+    length: int = 200
+    temperature: float = 1.0
+    top_k: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,73 @@ def _write_images(runner: Runner, request: SampleRequest) -> str:
     return f"wrote {path}: {request.n} samples{what} from {plugin.name} {runner.source} (seed {request.seed})"
 
 
+def _check_text(request: SampleRequest) -> None:
+    if request.prompt is None:
+        raise UsageError("a language model continues a prompt: pass --prompt TEXT")
+    if request.length < 0:
+        raise UsageError(f"--length must be 0 or more, not {request.length}")
+    if request.temperature < 0:
+        raise UsageError(f"--temperature must be 0 (greedy) or more, not {request.temperature}")
+    if request.top_k is not None and request.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, not {request.top_k}")
+
+
+def text_reader(runner: Runner):
+    """How the runner's text target reads the next character (`zoo.textgen`): one step at
+    a time with its state, or a sliding window as long as its sequence axis allows."""
+    import torch
+
+    from zoo import textgen
+
+    target = runner.target
+    if len(target.inputs) > 1:  # (token, state...) -> (logits, next state...)
+        examples = target.make_inputs(runner.config, 1, torch.Generator().manual_seed(0), data=runner.data_info)
+        zero = [torch.zeros_like(t) for t in examples[1:]]
+
+        def step(token: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            outputs = runner([token, *state])
+            return (outputs[0].reshape(-1), *outputs[1:])
+
+        return textgen.step_reader(step, zero)
+    axis = target.dynamic_axes[0]
+    context = max(target.sizes_of_axes(runner.config)[axis])
+    return textgen.window_reader(lambda window: runner([window])[0][0, -1], context)
+
+
+def _write_text(runner: Runner, request: SampleRequest) -> str:
+    import sys
+
+    import torch
+
+    from zoo import textgen
+    from zoo.checkpoint import atomic_write
+
+    vocabulary = runner.data_info.vocabulary if runner.data_info is not None else None
+    if not vocabulary:
+        raise UsageError(f"{runner.source} carries no vocabulary (data_info); it cannot encode the prompt")
+    text = textgen.generate(
+        text_reader(runner),
+        vocabulary,
+        request.prompt or "",
+        request.length,
+        request.temperature,
+        request.top_k,
+        torch.Generator().manual_seed(request.seed),
+    )
+    if request.out is None:
+        sys.stdout.write(text + "\n")  # the prompt and its continuation alone on stdout
+        sys.stdout.flush()
+        return ""
+    atomic_write(request.out, lambda fh: fh.write(text + "\n"), mode="w")
+    return (
+        f"wrote {request.out}: {request.length} characters after the prompt from {runner.plugin.name} {runner.source} (seed {request.seed})"
+    )
+
+
 # sample_kind(plugin) -> how its samples are made and written.
 SAMPLE_WRITERS: dict[str, SampleWriter] = {
     "images": SampleWriter(check=_check_images, write=_write_images),
+    "text": SampleWriter(check=_check_text, write=_write_text),
 }
 
 
@@ -80,14 +148,24 @@ def samplers(kinds: tuple[str, ...] | None = None) -> list[str]:
 @click.option("--label", type=click.INT, default=None, help="class to sample (conditional plugins; default: cycle through all)")
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of the noise (the same for every source)")
 @click.option("--nrow", type=click.INT, default=None, help="images per grid row [default: about sqrt(n)]")
+@click.option("--prompt", default=None, help="language models: the text to continue")
+@click.option("--length", type=click.INT, default=200, show_default=True, help="language models: characters to generate")
+@click.option("--temperature", type=click.FLOAT, default=1.0, show_default=True, help="language models: softmax temperature; 0 is greedy")
+@click.option("--top-k", "top_k", type=click.INT, default=None, help="language models: draw from the k likeliest characters only")
 @source_options
-@click.option("-o", "--out", "out", default=None, help="where to write the samples: the grid (.png) for images")
+@click.option(
+    "-o", "--out", "out", default=None, help="where to write the samples: the grid (.png) for images; text goes to stdout without it"
+)
 def sample_command(
     plugin_name: str,
     n: int,
     label: int | None,
     seed: int,
     nrow: int | None,
+    prompt: str | None,
+    length: int,
+    temperature: float,
+    top_k: int | None,
     checkpoint: str | None,
     weights: str | None,
     random_init: bool,
@@ -95,10 +173,11 @@ def sample_command(
     device: str,
     out: str | None,
 ) -> None:
-    """Sample a grid of N images from a generative PLUGIN.
+    """Sample from a generative PLUGIN: a grid of N images, or a language model's
+    continuation of --prompt (printed, or written to -o; notes go to stderr).
 
-    The noise (and labels) come from --seed on the CPU, so `--checkpoint` and
-    `--artifact` runs of the same model give the same grid."""
+    The noise (and labels, and the characters drawn) come from --seed on the CPU, so
+    `--checkpoint` and `--artifact` runs of the same model give the same samples."""
     from zoo.capabilities import sample_kind
 
     plugin = get_plugin(plugin_name)
@@ -109,9 +188,13 @@ def sample_command(
         raise UsageError(f"{plugin.name} {made}; plugins that do: {', '.join(samplers()) or 'none'}")
     if n < 1:
         raise UsageError(f"-n must be at least 1, not {n}")
-    request = SampleRequest(n=n, seed=seed, out=out, label=label, nrow=nrow)
+    request = SampleRequest(
+        n=n, seed=seed, out=out, label=label, nrow=nrow, prompt=prompt, length=length, temperature=temperature, top_k=top_k
+    )
     writer.check(request)
     runner = open_runner(
         plugin, plugin.sample_target, checkpoint=checkpoint, weights=weights, random_init=random_init, artifact=artifact, device=device
     )
-    click.echo(writer.write(runner, request))
+    line = writer.write(runner, request)
+    if line:
+        click.echo(line, err=kind == "text")  # with text on stdout, the note goes to stderr
