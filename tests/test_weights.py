@@ -257,7 +257,8 @@ class Server:
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
+                if behaviour != "endless":
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if behaviour == "ok":
                     self.wfile.write(body)
@@ -267,6 +268,18 @@ class Server:
                     self.wfile.write(body[:10])
                     self.wfile.flush()
                     server.release.wait(timeout=20)  # bounded: the fixture releases it at teardown
+                elif behaviour == "drip":  # a byte at a time: every read is quick, the whole is not
+                    for byte in body:
+                        if server.release.wait(timeout=0.02):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                elif behaviour == "endless":  # no Content-Length, and no end
+                    try:
+                        while not server.release.is_set():
+                            self.wfile.write(b"\0" * 65536)
+                    except OSError:
+                        return
 
             def log_message(self, *args):
                 pass
@@ -852,3 +865,26 @@ def test_weights_load_into_a_model_on_cuda(tiny, tmp_path):
     model = plugin.instantiate(plugin.config()).to("cuda")
     zweights.load_into(plugin, model, str(path), config=plugin.config())
     assert all(torch.equal(model.state_dict()[k].cpu(), v) for k, v in tiny.state(seed=1).items())
+
+
+def test_a_dripping_download_meets_its_deadline(zoo, tiny, server, tmp_path, monkeypatch):
+    entry, _ = served_entry(tiny, server, tmp_path, behaviour="drip")
+    tiny.publish([entry], default="GOOD")
+    monkeypatch.setenv("ZOO_DOWNLOAD_DEADLINE", "0.5")
+    one_line_error(zoo("weights", "download", "tinyw"), 1, "took longer than 0.5 s in all", "ZOO_DOWNLOAD_DEADLINE")
+    assert cache_files() == []
+
+
+def test_an_endless_download_stops_at_the_size_its_entry_records(zoo, tiny, server, tmp_path):
+    entry, body = served_entry(tiny, server, tmp_path, behaviour="endless")
+    sized = Weights(entry.name, entry.source, entry.sha256, {"bytes": len(body)})
+    tiny.publish([sized], default="GOOD")
+    one_line_error(zoo("weights", "download", "tinyw"), 1, f"sent more than the {len(body)} bytes its weights entry records")
+    assert cache_files() == []
+
+
+def test_a_download_larger_than_its_entry_is_refused_before_it_starts(zoo, tiny, server, tmp_path):
+    entry, body = served_entry(tiny, server, tmp_path)
+    tiny.publish([Weights(entry.name, entry.source, entry.sha256, {"bytes": 100})], default="GOOD")
+    one_line_error(zoo("weights", "download", "tinyw"), 1, f"announces {len(body)} bytes but its weights entry records 100")
+    assert cache_files() == []

@@ -1,9 +1,13 @@
 """Downloading weights: one verified file per URL, or nothing at all.
 
 `ZOO_OFFLINE=1` never touches the network (`file://` URLs still work);
-`ZOO_DOWNLOAD_TIMEOUT` (seconds, default 30) bounds every network wait. A download
-streams into a temp file beside its destination, is checked against the sha256 and
-only then renamed into place, so an interrupted or corrupt one leaves nothing behind.
+`ZOO_DOWNLOAD_TIMEOUT` (seconds, default 30) bounds every network wait and
+`ZOO_DOWNLOAD_DEADLINE` (seconds, default 3600) the whole transfer, so a server that
+sends a byte a second cannot hold a command forever. A download never grows past the
+size its weights entry records (meta 'bytes'), the server's Content-Length, or
+`ZOO_DOWNLOAD_MAX_BYTES` (default 4 GB), whichever is known first. It streams into a
+temp file beside its destination, is checked against the sha256 and only then
+renamed into place, so an interrupted or corrupt one leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from zoo.weights._text import one_line
 ENV_OFFLINE = paths.ENV_OFFLINE
 ENV_TIMEOUT = "ZOO_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT_S = 30.0
+ENV_DEADLINE = "ZOO_DOWNLOAD_DEADLINE"
+DEFAULT_DEADLINE_S = 3600.0
+ENV_MAX_BYTES = "ZOO_DOWNLOAD_MAX_BYTES"
+DEFAULT_MAX_BYTES = 4 * 10**9
 
 
 class DownloadError(ZooError):
@@ -33,34 +41,58 @@ def offline() -> bool:
     return paths.offline()
 
 
-def download_timeout() -> float:
-    raw = os.environ.get(ENV_TIMEOUT, "").strip()
+def _positive(env: str, default: float, unit: str) -> float:
+    raw = os.environ.get(env, "").strip()
     if not raw:
-        return DEFAULT_TIMEOUT_S
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise UsageError(f"{ENV_TIMEOUT}={raw!r} is not a number of seconds") from None
+        raise UsageError(f"{env}={raw!r} is not a number of {unit}") from None
     if not (value > 0 and math.isfinite(value)):
-        raise UsageError(f"{ENV_TIMEOUT}={raw!r} must be a positive number of seconds")
+        raise UsageError(f"{env}={raw!r} must be a positive number of {unit}")
     return value
+
+
+def download_timeout() -> float:
+    return _positive(ENV_TIMEOUT, DEFAULT_TIMEOUT_S, "seconds")
+
+
+def download_deadline() -> float:
+    return _positive(ENV_DEADLINE, DEFAULT_DEADLINE_S, "seconds")
+
+
+def download_max_bytes() -> int:
+    return int(_positive(ENV_MAX_BYTES, DEFAULT_MAX_BYTES, "bytes"))
+
+
+def _free(directory: Path) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
 
 
 def _timed_out(url: str, timeout: float) -> DownloadError:
     return DownloadError(f"download of {url} timed out after {timeout:g} s (set {ENV_TIMEOUT} to wait longer)")
 
 
-def download(url: str, dest: Path, sha256: str, *, timeout: float | None = None) -> Path:
+def download(url: str, dest: Path, sha256: str, *, timeout: float | None = None, size: int | None = None) -> Path:
     """Stream `url` into a temp file beside `dest`, check its sha256, then rename it into
-    place. On any failure the temp file is deleted and nothing is left at `dest`."""
+    place. On any failure the temp file is deleted and nothing is left at `dest`.
+    `size`: the bytes the file is known to have (its weights entry's), the most read."""
     import http.client
     import socket
+    import time
     import urllib.error
     import urllib.request
 
     from zoo.versions import zoo_version
 
     timeout = download_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + download_deadline()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -75,6 +107,20 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float | None = None)
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
+                limit, said = (
+                    (size, "its weights entry records")
+                    if size
+                    else (total, "the server announced")
+                    if total
+                    else (download_max_bytes(), f"{ENV_MAX_BYTES} allows")
+                )
+                if total is not None and limit is not None and total > limit:
+                    raise DownloadError(f"download of {url} announces {total} bytes but {said} {limit}; refused")
+                free = _free(dest.parent)
+                if total is not None and free is not None and total > free:
+                    raise DownloadError(
+                        f"cannot download {url}: it needs {total / 1e6:.1f} MB and {dest.parent} has {free / 1e6:.1f} MB free"
+                    )
                 bar = None
                 if sys.stderr.isatty():  # a bar on a terminal; logs and pipes stay one line per failure
                     from tqdm import tqdm
@@ -82,12 +128,19 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float | None = None)
                     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, file=sys.stderr, leave=False)
                 try:
                     while True:
-                        block = response.read(1 << 16)
+                        block = response.read1(1 << 16)  # what has arrived: the deadline is checked between reads
                         if not block:
                             break
                         fh.write(block)
                         digest.update(block)
                         received += len(block)
+                        if received > limit:
+                            raise DownloadError(f"download of {url} sent more than the {limit} bytes {said}; stopped and deleted")
+                        if time.monotonic() > deadline:
+                            raise DownloadError(
+                                f"download of {url} took longer than {download_deadline():g} s in all "
+                                f"({received} bytes arrived; set {ENV_DEADLINE} to allow more)"
+                            )
                         if bar is not None:
                             bar.update(len(block))
                 finally:

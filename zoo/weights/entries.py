@@ -169,7 +169,8 @@ def fetch(plugin: Plugin, entry: Weights) -> Path:
             f"{ENV_OFFLINE}=1: {what} are not in the cache ({dest} is missing); "
             f"run `zoo weights download {plugin.name} {entry.name}` with network access, or copy the file from {source} there"
         )
-    download(source, dest, entry.sha256)
+    size = entry.meta.get("bytes")
+    download(source, dest, entry.sha256, size=size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None)
     verified_sha256(dest, entry.sha256)  # writes the sidecar: the next use skips hashing
     return dest
 

@@ -39,6 +39,7 @@ OPTIONAL_META_FIELDS: dict[str, str] = {
     "components": "top-level child modules the file holds (default: the whole model), e.g. ['generator']",
     "description": "one line on what they are good for",
     "data_info": "what the training data knew that the model needs: {'num_classes', 'class_names', 'vocabulary'}",
+    "bytes": "the file's size: a download never reads more",
     "judged": "figures a model outside the file can recompute (a generator's samples judged by a classifier): "
     "{'by': 'PLUGIN:WEIGHTS', 'samples': n, 'seed': s, 'metrics': {name: number}}",
 }
