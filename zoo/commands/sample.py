@@ -43,7 +43,14 @@ class SampleWriter:
     write: Callable[[Runner, SampleRequest], str]
 
 
+# The most images one grid holds: 100 x 100 digits make a 3,000-pixel-wide PNG, and
+# the samples are held in memory at once (2,000,000 would take 24 GB).
+MAX_GRID = 10_000
+
+
 def _check_images(request: SampleRequest) -> None:
+    if request.n > MAX_GRID:
+        raise UsageError(f"-n {request.n}: a grid holds at most {MAX_GRID:,} images; write several grids with different --seed")
     if request.nrow is not None and request.nrow < 1:
         raise UsageError(f"--nrow must be at least 1, not {request.nrow}")
     if request.out is None:
