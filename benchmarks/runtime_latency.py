@@ -42,10 +42,18 @@ class ExportFailed(Exception):
     pass
 
 
+def _covers_every_format(manifest: dict) -> bool:
+    """Whether an earlier export holds every format (or the target's reason for skipping one)."""
+    done = {(a["target"], a["format"]) for a in manifest["artifacts"]} | {
+        (s["target"], s["format"]) for s in manifest.get("skipped_formats", [])
+    }
+    return all((t, f) in done for t in {t for t, _ in done} for f in ("torchscript", "onnx", "pt2"))
+
+
 def export(plugin: str, out: Path) -> list[dict]:
     """The artifacts of `zoo export PLUGIN` in `out` (exported now unless already there)."""
     manifest = out / "export.json"
-    if not manifest.is_file() or {a["format"] for a in json.loads(manifest.read_text())["artifacts"]} != {"torchscript", "onnx", "pt2"}:
+    if not manifest.is_file() or not _covers_every_format(json.loads(manifest.read_text())):
         cmd = [
             sys.executable,
             "-m",
@@ -84,25 +92,31 @@ def median_ms(fn, repeat: int, warmup: int) -> float:
 def bench_target(plugin_name: str, target_name: str, files: dict[str, Path], args) -> dict[str, float]:
     import onnxruntime
 
+    from zoo.models import build_model
+
     plugin = get_plugin(plugin_name)
-    config = plugin.config()
+    built = build_model(plugin, random_init=True)  # the weights `zoo export --random-init` exported
+    config = built.config
     target = plugin.target(target_name)
-    torch.manual_seed(0)
-    module = target.module(plugin.build(config).eval()).eval()
-    tensors = target.example_inputs(config, 1, torch.Generator().manual_seed(0))
+    module = target.module(built.model).eval()
+    tensors = target.make_inputs(config, 1, torch.Generator().manual_seed(0), data=built.data_info)
     feed = {spec.name: t.numpy() for spec, t in zip(target.inputs, tensors)}
 
-    result = {}
+    # A column is None where the target opts out of the format (skip_formats).
+    result: dict[str, float | None] = dict.fromkeys(COLUMNS)
     with torch.inference_mode():
         result["eager"] = median_ms(lambda: module(*tensors), args.repeat, args.warmup)
     common = dict(repeat=args.repeat, warmup=args.warmup, threads=args.threads)
-    result["torchscript-cpp"] = runtimes.latency("cpp", files["torchscript"], feed, **common)["median_ms"]
-    result["pt2-cpp"] = runtimes.latency("cpp", files["pt2"], feed, **common)["median_ms"]
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    session = onnxruntime.InferenceSession(str(files["onnx"]), options, providers=["CPUExecutionProvider"])
-    result["onnxruntime-python"] = median_ms(lambda: session.run(None, feed), args.repeat, args.warmup)
-    result["onnxruntime-node"] = runtimes.latency("node", files["onnx"], feed, **common)["median_ms"]
+    if "torchscript" in files:
+        result["torchscript-cpp"] = runtimes.latency("cpp", files["torchscript"], feed, **common)["median_ms"]
+    if "pt2" in files:
+        result["pt2-cpp"] = runtimes.latency("cpp", files["pt2"], feed, **common)["median_ms"]
+    if "onnx" in files:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        session = onnxruntime.InferenceSession(str(files["onnx"]), options, providers=["CPUExecutionProvider"])
+        result["onnxruntime-python"] = median_ms(lambda: session.run(None, feed), args.repeat, args.warmup)
+        result["onnxruntime-node"] = runtimes.latency("node", files["onnx"], feed, **common)["median_ms"]
     return result
 
 
@@ -122,7 +136,7 @@ def main() -> None:
         # hold the cores: medians then measure the neighbours, not the runtime.
         print(f"# warning: load {load:.1f} on {cores} cores; multi-threaded timings are unreliable here, try --threads 1", file=sys.stderr)
 
-    for runtime in runtimes.RUNTIMES:
+    for runtime in ("cpp", "node"):
         ok, reason = runtimes.available(runtime)
         if not ok:
             raise SystemExit(f"the {runtime} runtime is not available: {reason}")
@@ -158,13 +172,13 @@ def main() -> None:
     print("ms (ratio to eager; < 1 is faster than eager PyTorch)")
     table = [("PLUGIN", "TARGET", *[c.upper() for c in COLUMNS])]
     for r in rows:
-        cells = [f"{r['eager']:.4f}"] + [f"{r[c]:.4f} ({r[c] / r['eager']:.2f}x)" for c in COLUMNS[1:]]
+        cells = [f"{r['eager']:.4f}"] + [f"{r[c]:.4f} ({r[c] / r['eager']:.2f}x)" if r[c] is not None else "-" for c in COLUMNS[1:]]
         table.append((r["plugin"], r["target"], *cells))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if rows:
-        ratios = {c: float(np.exp(np.mean([np.log(r[c] / r["eager"]) for r in rows]))) for c in COLUMNS[1:]}
+        ratios = {c: float(np.exp(np.mean([np.log(r[c] / r["eager"]) for r in rows if r[c] is not None] or [np.nan]))) for c in COLUMNS[1:]}
         print("geometric mean ratio to eager: " + ", ".join(f"{c} {v:.2f}x" for c, v in ratios.items()))
     for plugin, reason in failures.items():
         print(f"{plugin}: not timed, `zoo export` failed: {reason}")

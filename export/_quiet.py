@@ -64,3 +64,35 @@ def quiet() -> Iterator[io.StringIO]:
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The most specific line of an exception chain: exporters wrap the real cause
+    (an unsupported operator, a data-dependent branch) in generic 'step 1/3' errors."""
+    import re
+    from pathlib import Path
+
+    chain = []
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for err in reversed(chain):
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        # Skip banner lines that only say which step failed or link to docs.
+        useful = [ln for ln in lines if not ln.startswith(("Failed to export", "For detailed", "Please ", "Traceback", "##"))]
+        # TorchScript's interpreter wraps the real error ("RuntimeError: shape ...") last.
+        nested = [ln for ln in useful[1:] if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln)]
+        if nested:
+            useful = [nested[-1].split(": ", 1)[1]]
+        if useful:
+            text = useful[0]
+            where = next((ln for ln in lines if ln.startswith('File "')), None)
+            if where is not None:
+                m = re.match(r'File "([^"]+)", line (\d+)', where)
+                if m:
+                    text += f" ({Path(m.group(1)).name}:{m.group(2)})"
+            return f"{type(err).__name__}: {text}"[:limit]
+    return type(chain[0]).__name__ if chain else "unknown error"

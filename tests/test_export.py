@@ -93,14 +93,22 @@ def test_every_target_exports_and_passes_parity_on_cpu(zoo, tmp_path, plugin_nam
     assert record["bytes"] == path.stat().st_size
     assert [i["name"] for i in record["inputs"]] == [s.name for s in target.inputs]
     assert [o["name"] for o in record["outputs"]] == [s.name for s in target.outputs]
-    assert all(i["shape"][0] == "batch" for i in record["inputs"])
+    for spec, recorded in zip(target.inputs + target.outputs, record["inputs"] + record["outputs"]):
+        named = [d for d, size in enumerate(recorded["shape"]) if size == "batch"]
+        assert named == ([] if spec.batch_axis is None else [spec.batch_axis]), (spec, recorded)
     # `zoo info` promises the shapes the exported file has (named axes included).
     (described,) = [t for t in describe(get_plugin(plugin_name))["export_targets"] if t["name"] == target_name]
     assert [i["shape"] for i in described["inputs"]] == [i["shape"] for i in record["inputs"]]
     assert [o["shape"] for o in described["outputs"]] == [o["shape"] for o in record["outputs"]]
 
     checked = rows(manifest, target=target_name, format=fmt, device="cpu", runtime="python")
-    assert sorted(r["batch"] for r in checked) == [1, 4]
+    # Every batch size at the export size of each other dynamic axis, then batch 1 at each other valid size.
+    config = get_plugin(plugin_name).config()
+    at_export = target.axes(config)
+    assert sorted(r["batch"] for r in checked if r["axes"] == at_export) == [1, 4]
+    others = [{**at_export, axis: size} for axis, sizes in target.sizes_of_axes(config).items() for size in sizes[1:]]
+    assert sorted(map(str, (r["axes"] for r in checked if r["axes"] != at_export))) == sorted(map(str, others))
+    assert all(r["batch"] == 1 for r in checked if r["axes"] != at_export)
     for row in checked:
         assert row["passed"] is True and row["status"] == "passed", row
         assert row["max_abs"] <= row["atol"] + row["rtol"], row
@@ -112,7 +120,12 @@ def test_every_target_exports_and_passes_parity_on_cpu(zoo, tmp_path, plugin_nam
     assert art.metadata["plugin"] == plugin_name and art.metadata["target"] == target_name
     assert art.metadata["checkpoint_sha256"] is None  # random init
     assert art.metadata["config"] == manifest["config"]
-    assert art.metadata["exported_with"] == ("torch.export" if fmt == "onnx" else ("trace" if target.trace else "script"))
+    exporter = target.exporter(fmt, {"onnx": "dynamo", "torchscript": "script"}[fmt])
+    assert (
+        art.metadata["exported_with"]
+        == {"dynamo": "torch.export", "torchscript": "torchscript", "script": "script", "trace": "trace"}[exporter]
+    )
+    assert record["exported_with"] == art.metadata["exported_with"]
     if fmt == "onnx":
         assert art.metadata["opset"] == manifest["opset"]
 
@@ -122,9 +135,12 @@ def test_every_target_exports_and_passes_parity_on_cpu(zoo, tmp_path, plugin_nam
 def test_every_target_passes_parity_on_cuda(zoo, tmp_path, plugin_name, target_name):
     r, manifest = export(zoo, plugin_name, tmp_path / "out", "--target", target_name, "--device", "all")
     assert r.exit_code == 0, r
+    target = get_plugin(plugin_name).target(target_name)
+    at_export = target.axes(get_plugin(plugin_name).config())
     for fmt in FORMATS:
         cuda = rows(manifest, format=fmt, device="cuda")
-        assert sorted(r["batch"] for r in cuda) == [1, 4]
+        assert sorted(r["batch"] for r in cuda if r["axes"] == at_export) == [1, 4]
+        assert len(cuda) == len(rows(manifest, format=fmt, device="cpu"))  # every size of every axis on both
         assert all(r["passed"] for r in cuda), cuda
 
 
@@ -661,7 +677,7 @@ def test_artifact_loader_checks_inputs_and_refuses_foreign_files(zoo, tmp_path):
         assert "\n" not in str(info.value)
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
         archive.writestr("a.txt", "hello")
-    with pytest.raises(ZooError, match="neither TorchScript nor"):
+    with pytest.raises(ZooError, match="zip archive that no installed format recognises"):
         artifacts.load(tmp_path / "other.zip")
     with pytest.raises(ZooError, match="does not exist"):
         artifacts.load(tmp_path / "nope.onnx")

@@ -67,7 +67,13 @@ def tiny_metadata(fmt: str, device: str = "cpu") -> dict:
         "torch_version": torch.__version__,
         "inputs": [
             {"name": "z", "shape": ["batch", LATENT], "dtype": "float32", "range": "standard normal noise"},
-            {"name": "label", "shape": ["batch"], "dtype": "int64", "range": f"class index in [0, {CLASSES})"},
+            {
+                "name": "label",
+                "shape": ["batch"],
+                "dtype": "int64",
+                "range": f"class index in [0, {CLASSES})",
+                "value_range": [0, CLASSES - 1],
+            },
         ],
         "outputs": [
             {"name": "image", "shape": ["batch", 1, SIDE, SIDE], "dtype": "float32", "range": "[-1, 1]", "value_range": [-1.0, 1.0]},
@@ -218,7 +224,7 @@ def save_inputs(directory: Path, inputs: dict[str, np.ndarray]) -> Path:
 # --------------------------------------------------------------------------- availability
 
 
-@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
+@pytest.mark.parametrize("runtime", runtimes.names())
 def test_runtime_is_available_here(runtime):
     ok, reason = runtimes.available(runtime)
     assert ok, f"the {runtime} runtime must be available wherever zoo's tests run: {reason}"
@@ -325,6 +331,12 @@ BAD_INPUTS = {
     "wrong-size": (lambda i: {**i, "z": np.zeros((2, 5), np.float32)}, "got [2, 5] (dimension 1 must be 4)"),
     "batch-mismatch": (lambda i: {**i, "label": np.zeros(3, np.int64)}, "input 'label' has batch 3 but input 'z' has batch 2"),
     "missing-input": (lambda i: {"z": i["z"]}, "label.npy not found (the model takes z [batch, 4] float32, label [batch] int64)"),
+    # Integers outside their declared value_range: ONNX would wrap -1 to the last class silently.
+    "label-below-range": (lambda i: {**i, "label": np.array([0, -1], np.int64)}, f"input 'label' must be in [0, {CLASSES - 1}], got -1"),
+    "label-above-range": (
+        lambda i: {**i, "label": np.array([CLASSES, 1], np.int64)},
+        f"input 'label' must be in [0, {CLASSES - 1}], got {CLASSES}",
+    ),
 }
 
 
@@ -428,7 +440,7 @@ def test_node_refuses_files_that_are_not_its_models(artifacts, command, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
+@pytest.mark.parametrize("runtime", ["cpp", "node"])
 def test_bad_arguments_exit_2(runtime, artifacts, command):
     model = artifacts["pt2" if runtime == "cpp" else "onnx"]
     for args in (["--repeat", "0"], ["--no-such-option"], []):

@@ -57,6 +57,8 @@ struct TensorInfo {
   std::string name;
   std::string dtype;
   std::vector<std::variant<int64_t, std::string>> shape;
+  // For integer tensors (class labels, token ids): the inclusive range of valid values.
+  std::optional<std::pair<int64_t, int64_t>> value_range;
 
   std::string shape_text() const {
     std::string out = "[";
@@ -206,7 +208,8 @@ class Model {
   const std::vector<TensorInfo>& outputs() const { return outputs_; }
 
   // Orders `given` (name -> tensor) as the model's inputs and checks each against the metadata:
-  // present, dtype, rank, fixed dimensions, and equal sizes for equally named dynamic dimensions.
+  // present, dtype, rank, fixed dimensions, equal sizes for equally named dynamic dimensions, and
+  // integers inside their declared value_range.
   std::vector<torch::Tensor> check_inputs(const std::map<std::string, torch::Tensor>& given) const {
     for (const auto& [name, tensor] : given) {
       bool known = std::any_of(inputs_.begin(), inputs_.end(), [&](const TensorInfo& i) { return i.name == name; });
@@ -238,9 +241,21 @@ class Model {
           throw Error("input '" + spec.name + "' has " + axis + " " + std::to_string(size) + " but input '" + seen->second.second + "' has " +
                       axis + " " + std::to_string(seen->second.first));
       }
+      check_range(spec, t);
       ordered.push_back(t);
     }
     return ordered;
+  }
+
+  // An integer outside its declared range would index another row of an embedding (ONNX
+  // wraps -1 to the last one) or read past its end: refuse it by name and value.
+  static void check_range(const TensorInfo& spec, const torch::Tensor& t) {
+    if (!spec.value_range || t.numel() == 0) return;
+    auto [lo, hi] = *spec.value_range;
+    int64_t smallest = t.min().item<int64_t>(), largest = t.max().item<int64_t>();
+    if (smallest < lo || largest > hi)
+      throw Error("input '" + spec.name + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                  std::to_string(smallest < lo ? smallest : largest));
   }
 
   // Runs the model on inputs ordered as `inputs()`; returns the outputs in the order of `outputs()`.
@@ -390,6 +405,11 @@ class Model {
           else
             info.shape.emplace_back(dim.string());
         }
+      bool integer = info.dtype.rfind("int", 0) == 0 || info.dtype == "uint8";
+      if (integer && item.has("value_range") && item["value_range"].is_array() && item["value_range"].array().size() == 2) {
+        const auto& range = item["value_range"].array();
+        info.value_range = std::make_pair(static_cast<int64_t>(range[0].number()), static_cast<int64_t>(range[1].number()));
+      }
       specs.push_back(std::move(info));
     }
     return specs;

@@ -5,8 +5,9 @@
 //
 // Input NAME is read from NAME=FILE.npy when given, otherwise from DIR/NAME.npy (DIR defaults to
 // "."); each output is written to --outputs DIR/NAME.npy. Names, dtypes and shapes come from the
-// model's zoo.json metadata. On success one JSON line on stdout describes the outputs (and, with
-// --repeat N, the median latency of N runs after --warmup runs, excluding model load and file I/O).
+// model's zoo.json metadata; an integer input outside its declared value_range is refused. On
+// success one JSON line on stdout describes the outputs (and, with --repeat N, the median latency
+// of N runs after --warmup runs, excluding model load and file I/O).
 // Any failure prints one line "zoo-run: ..." on stderr; exit 1, or 2 for bad arguments.
 
 #include <algorithm>

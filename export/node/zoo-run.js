@@ -6,8 +6,9 @@
 //
 // Input NAME is read from NAME=FILE.npy when given, otherwise from DIR/NAME.npy (DIR defaults to
 // "."); each output is written to --outputs DIR/NAME.npy. Names, dtypes and shapes come from the
-// model's zoo.json metadata. On success one JSON line on stdout describes the outputs (and, with
-// --repeat N, the median latency of N runs after the warm-up, excluding model load and file I/O).
+// model's zoo.json metadata; an integer input outside its declared value_range is refused. On
+// success one JSON line on stdout describes the outputs (and, with --repeat N, the median latency
+// of N runs after the warm-up, excluding model load and file I/O).
 // Any failure prints one line "zoo-run-node: ..." on stderr; exit 1, or 2 for bad arguments.
 'use strict';
 
@@ -107,8 +108,29 @@ function describeInputs(specs) {
   return specs.map((s) => `${s.name} ${shapeText(s.shape || [])} ${s.dtype}`).join(', ');
 }
 
-// Reads every input named in the metadata and checks dtype, rank, fixed dimensions, and equal
-// sizes for equally named dynamic dimensions. Returns {name: {dtype, shape, data}}.
+const INTEGER_DTYPES = new Set(['int64', 'int32', 'int16', 'int8', 'uint8']);
+
+// An integer outside its declared range would index another row of an embedding (ONNX wraps
+// -1 to the last one): refuse it by name and value. int64 data are BigInts.
+function checkRange(spec, array) {
+  const range = spec.value_range;
+  if (!Array.isArray(range) || range.length !== 2 || !INTEGER_DTYPES.has(spec.dtype) || array.data.length === 0) return;
+  const big = typeof array.data[0] === 'bigint';
+  const [lo, hi] = big ? [BigInt(range[0]), BigInt(range[1])] : [range[0], range[1]];
+  let smallest = array.data[0];
+  let largest = array.data[0];
+  for (const v of array.data) {
+    if (v < smallest) smallest = v;
+    if (v > largest) largest = v;
+  }
+  if (smallest < lo || largest > hi) {
+    throw new RunError(`input '${spec.name}' must be in [${range[0]}, ${range[1]}], got ${smallest < lo ? smallest : largest}`);
+  }
+}
+
+// Reads every input named in the metadata and checks dtype, rank, fixed dimensions, equal sizes
+// for equally named dynamic dimensions, and integers inside their value_range. Returns
+// {name: {dtype, shape, data}}.
 function readInputs(specs, o) {
   for (const name of Object.keys(o.inputFiles)) {
     if (!specs.some((s) => s.name === name)) {
@@ -153,6 +175,7 @@ function readInputs(specs, o) {
       }
       namedDims[dim] = seen || { size, input: spec.name };
     });
+    checkRange(spec, array);
     arrays[spec.name] = array;
   }
   return arrays;

@@ -1,4 +1,8 @@
-"""`zoo export` and `zoo verify` (loaded lazily by cli.py; torch is imported inside)."""
+"""`zoo export` and `zoo verify` (loaded lazily by cli.py; torch is imported inside).
+
+The format flags (`--torchscript`, `--onnx`, `--pt2`, one per installed format) and
+the `--runtime` choices come from the `zoo.formats` and `zoo.runtimes` registries.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,6 @@ from typing import Any
 import click
 
 from zoo.errors import UsageError, ZooError
-
-FORMAT_NAMES = ("torchscript", "onnx", "pt2")
 
 
 def _batch_sizes(text: str | None) -> list[int] | None:
@@ -34,11 +36,27 @@ def _fmt_num(value: Any) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def render(report: dict[str, Any]) -> str:
-    """The parity table (format x runtime x device x batch) and the latency table."""
+def _axes(row: dict[str, Any]) -> str:
+    axes = row.get("axes") or {}
+    return " ".join(f"{axis}={size}" for axis, size in axes.items()) or "-"
+
+
+def _table(rows: list[tuple[str, ...]], last_free: bool) -> list[str]:
+    """Columns padded to their widest cell (the last one left as it is)."""
+    count = len(rows[0]) - (1 if last_free else 0)
+    widths = [max(len(str(r[i])) for r in rows) for i in range(count)]
     lines = []
-    header = ("TARGET", "FORMAT", "RUNTIME", "DEVICE", "BATCH", "MAX_ABS", "MAX_REL", "RTOL", "ATOL", "RESULT")
-    table = [header]
+    for r in rows:
+        cells = "  ".join(str(c).ljust(w) for c, w in zip(r, widths))
+        lines.append((cells + "  " + r[-1]) if last_free else cells.rstrip())
+    return lines
+
+
+def render(report: dict[str, Any]) -> str:
+    """The parity table (format x runtime x device x batch [x axis sizes]) and the latency table."""
+    with_axes = any(row.get("axes") for row in report["parity"])
+    header = ("TARGET", "FORMAT", "RUNTIME", "DEVICE", "BATCH", *(("AXES",) if with_axes else ()), "MAX_ABS", "MAX_REL", "RTOL", "ATOL")
+    table = [(*header, "RESULT")]
     for row in report["parity"]:
         if row["status"] == "skipped":
             result = f"skipped: {row['reason']}"
@@ -53,6 +71,7 @@ def render(report: dict[str, Any]) -> str:
                 row["runtime"],
                 row["device"],
                 "-" if row["batch"] is None else str(row["batch"]),
+                *((_axes(row),) if with_axes else ()),
                 _fmt_num(row["max_abs"]),
                 _fmt_num(row["max_rel"]),
                 f"{row['rtol']:g}",
@@ -60,18 +79,17 @@ def render(report: dict[str, Any]) -> str:
                 result,
             )
         )
-    widths = [max(len(str(r[i])) for r in table) for i in range(len(header) - 1)]
-    for r in table:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    lines = _table(table, last_free=True)
 
     latency = report.get("latency") or []
     if latency:
-        known = ("eager", "torchscript", "onnxruntime", "aotinductor", "cpp:torchscript", "cpp:pt2", "node:onnx")
-        present = {r["runtime"] for r in latency}
-        runtimes = [rt for rt in known if rt in present] + sorted(present - set(known))
+        runtimes: list[str] = []
+        for r in latency:  # the runner emits eager first, then runtimes and formats in registry order
+            if r["runtime"] not in runtimes:
+                runtimes.append(r["runtime"])
         lines.append("")
         lines.append("median latency at batch 1, ms (ratio to eager PyTorch):")
-        table = [("TARGET", "DEVICE", *[rt.upper() for rt in runtimes])]
+        rows = [("TARGET", "DEVICE", *[rt.upper() for rt in runtimes])]
         groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         for r in latency:
             groups.setdefault((r["target"], r["device"]), {})[r["runtime"]] = r
@@ -85,10 +103,8 @@ def render(report: dict[str, Any]) -> str:
                     cells.append(f"{r['median_ms']:.3f}")
                 else:
                     cells.append(f"{r['median_ms']:.3f} ({r['ratio_to_eager']:.2f}x)")
-            table.append((target, device, *cells))
-        widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
-        for r in table:
-            lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+            rows.append((target, device, *cells))
+        lines += _table(rows, last_free=False)
     return "\n".join(lines)
 
 
@@ -96,11 +112,13 @@ def _summary(report: dict[str, Any], where: str) -> str:
     rows = report["parity"]
     ran = [r for r in rows if r["status"] != "skipped"]
     failed = [r for r in ran if not r["passed"]]
+    # One clause per skipped device (its first reason) and per format a target opts out of.
     skipped: dict[str, str] = {}
     for r in rows:
         if r["status"] == "skipped":
-            skipped.setdefault(r["device"], r["reason"])
-    tail = "".join(f"; {device} rows skipped: {reason}" for device, reason in skipped.items())
+            label = f"{r['target']} {r['format']}" if r["reason"].startswith("target opts out") else r["device"]
+            skipped.setdefault(label, r["reason"])
+    tail = "".join(f"; {label} rows skipped: {reason}" for label, reason in skipped.items())
     if report["passed"]:
         return f"parity passed: {len(ran)} checks{tail}"
     if not ran:
@@ -108,17 +126,41 @@ def _summary(report: dict[str, Any], where: str) -> str:
     return f"parity FAILED: {len(failed)} of {len(ran)} checks ({where}){tail}"
 
 
-@click.command("export")
+class ExportCommand(click.Command):
+    """`zoo export`, with one `--NAME` flag per installed export format."""
+
+    _flags: dict[tuple[str, ...], list[click.Option]] = {}
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        from zoo.export import format as zformat
+
+        params = super().get_params(ctx)
+        taken = {opt for p in params for opt in getattr(p, "opts", ())}
+        formats = [f for f in zformat.installed() if f"--{f.name}" not in taken]
+        key = tuple(f.name for f in formats)
+        if key not in self._flags:  # the same objects on every call: click compares parameters by identity
+            self._flags[key] = [
+                click.Option([f"--{f.name}", f"format_flag_{f.name}"], is_flag=True, help=f.summary or f"export {f.name}") for f in formats
+            ]
+        return params[:1] + self._flags[key] + params[1:]
+
+
+def _chosen_formats(flags: dict[str, bool], all_formats: bool, format_names: tuple[str, ...]) -> list[str] | None:
+    """The formats asked for by flags, --format and --all-formats, in export order (None: the defaults)."""
+    from zoo.export import format as zformat
+
+    chosen = [key.removeprefix("format_flag_") for key, value in flags.items() if value]
+    for name in format_names:
+        chosen.append(zformat.get(name.lower()).name)
+    if all_formats:
+        chosen = zformat.names()
+    return [f for f in zformat.names() if f in chosen] or None
+
+
+@click.command("export", cls=ExportCommand)
 @click.argument("plugin_name", metavar="PLUGIN")
-@click.option("--torchscript", is_flag=True, help="export TorchScript (<target>.torchscript)")
-@click.option("--onnx", is_flag=True, help="export ONNX (<target>.onnx)")
-@click.option(
-    "--pt2",
-    is_flag=True,
-    help="export AOTInductor packages (<target>.cpu.pt2, <target>.cuda.pt2 where CUDA exists); compiles C++, ~30 s per target",
-)
-@click.option("--all-formats", is_flag=True, help="torchscript, onnx and pt2")
-@click.option("--format", "format_names", multiple=True, metavar="NAME", help="a format by name (torchscript, onnx, pt2); repeatable")
+@click.option("--all-formats", is_flag=True, help="every installed format (torchscript, onnx and pt2)")
+@click.option("--format", "format_names", multiple=True, metavar="NAME", help="a format by name (torchscript, onnx, pt2, ...); repeatable")
 @click.option("--target", "targets", multiple=True, metavar="NAME", help="export only this target (repeatable) [default: every target]")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="a `zoo train` checkpoint (last.pt)")
 @click.option("--weights", default=None, metavar="NAME|PATH", help="pretrained weights: a name from the plugin's table, or a file")
@@ -151,9 +193,6 @@ def _summary(report: dict[str, Any], where: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print the manifest (export.json) instead of the table")
 def export_command(
     plugin_name: str,
-    torchscript: bool,
-    onnx: bool,
-    pt2: bool,
     all_formats: bool,
     format_names: tuple[str, ...],
     targets: tuple[str, ...],
@@ -169,18 +208,21 @@ def export_command(
     device: str,
     no_latency: bool,
     as_json: bool,
+    **format_flags: bool,
 ) -> None:
     """Export PLUGIN's targets and prove each file computes what PyTorch computes.
 
     \b
     Formats: with no format option, TorchScript and ONNX. `--pt2` (or --all-formats)
     adds AOTInductor .pt2 packages, which compile C++ and take about half a minute
-    per target. Weights: --checkpoint, --weights or --random-init; with none, the
-    newest `zoo train` run of PLUGIN. Every artifact is reloaded and compared with
-    eager PyTorch on each device and batch size; exit 0 only if every check passed,
-    1 on a mismatch (files and export.json stay, marked failed), 2 on bad usage.
-    Exporting again into a directory holding an export of the same weights adds
-    to its export.json (e.g. a later --pt2), so `zoo verify DIR` checks them all.
+    per target. A target may opt out of a format (shown as skipped, with its reason).
+    Weights: --checkpoint, --weights or --random-init; with none, the newest
+    `zoo train` run of PLUGIN. Every artifact is reloaded and compared with eager
+    PyTorch on each device, batch size and size of every other dynamic axis; exit 0
+    only if every check passed, 1 on a mismatch (files and export.json stay, marked
+    failed), 2 on bad usage. Exporting again into a directory holding an export of
+    the same weights adds to its export.json (e.g. a later --pt2), so `zoo verify DIR`
+    checks them all.
     """
     from zoo import _registry
     from zoo import config as zconfig
@@ -188,20 +230,12 @@ def export_command(
 
     started = time.perf_counter()
     plugin = _registry.get_plugin(plugin_name)
-    formats = [name for name, flag in zip(FORMAT_NAMES, (torchscript, onnx, pt2)) if flag]
-    for name in format_names:
-        if name.lower() not in FORMAT_NAMES:
-            raise UsageError(f"unknown format {name!r} (formats: {', '.join(FORMAT_NAMES)})")
-        formats.append(name.lower())
-    if all_formats:
-        formats = list(FORMAT_NAMES)
-    if not formats:
-        from zoo.export.formats import DEFAULT_FORMATS
+    formats = pipeline.resolve_formats(_chosen_formats(format_flags, all_formats, format_names))
+    if opset is not None and not any("opset" in f.options for f in formats):
+        from zoo.export import format as zformat
 
-        formats = list(DEFAULT_FORMATS)
-    formats = [f for f in FORMAT_NAMES if f in formats]
-    if opset is not None and "onnx" not in formats:
-        raise UsageError("--opset applies to ONNX; add --onnx (or drop the format options)")
+        takers = [f.name for f in zformat.installed() if "opset" in f.options]
+        raise UsageError(f"--opset applies to {', '.join(takers)}; add --{takers[0] if takers else 'onnx'} (or drop the format options)")
     for name in targets:
         plugin.target(name)
     sizes = _batch_sizes(batch_sizes)
@@ -218,7 +252,7 @@ def export_command(
         built.config,
         built.source,
         targets=list(targets) or None,
-        formats=formats,
+        formats=[f.name for f in formats],
         out_dir=out_dir,
         opset=opset,
         batch_sizes=sizes,
@@ -243,6 +277,20 @@ def export_command(
         click.echo(summary)
 
 
+def _runtimes(spec: str) -> list[str]:
+    """`--runtime python,cpp` or `all` -> registered runtime names, in registry order."""
+    from zoo.export import runtime as zruntime
+
+    known = zruntime.names()
+    names = [r.strip().lower() for r in spec.split(",") if r.strip()]
+    if "all" in names:
+        names = known
+    unknown = [r for r in names if r not in known]
+    if unknown or not names:
+        raise UsageError(f"--runtime {spec!r}: choose from {', '.join(known)}, all")
+    return [r for r in known if r in names]
+
+
 @click.command("verify")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @click.option("--device", default="all", show_default=True, help="cpu, cuda, cuda:N or all (CUDA rows show as skipped where there is none)")
@@ -251,7 +299,8 @@ def export_command(
     "runtime_spec",
     default="python",
     show_default=True,
-    help="python (in-process), cpp (zoo-run: TorchScript, .pt2), node (onnxruntime-node: ONNX), all, or a comma list",
+    help="python (in-process), cpp (zoo-run: TorchScript, .pt2), node (onnxruntime-node: ONNX), any other installed runtime, "
+    "all, or a comma list",
 )
 @click.option("--batch-sizes", default=None, help="batch sizes [default: those in export.json]")
 @click.option(
@@ -277,20 +326,15 @@ def verify_command(
 
     Rebuilds the eager model from the recorded checkpoint or weights, refuses any
     artifact whose sha256 changed since export, and compares every artifact with
-    eager PyTorch on each device, batch size and runtime. Exit 0 only if every check
-    passed; 1 on a mismatch or a modified artifact; 2 on bad usage."""
-    from zoo.export import pipeline
+    eager PyTorch on each device, batch size, axis size and runtime. Exit 0 only if
+    every check passed; 1 on a mismatch or a modified artifact; 2 on bad usage."""
+    from zoo.export import verify
+    from zoo.export.parity_runner import plan_devices
 
-    names = [r.strip().lower() for r in runtime_spec.split(",") if r.strip()]
-    if "all" in names:
-        names = list(pipeline.RUNTIMES)
-    unknown = [r for r in names if r not in pipeline.RUNTIMES]
-    if unknown or not names:
-        raise UsageError(f"--runtime {runtime_spec!r}: choose from {', '.join(pipeline.RUNTIMES)}, all")
-    runtimes = [r for r in pipeline.RUNTIMES if r in names]
+    runtimes = _runtimes(runtime_spec)
     sizes = _batch_sizes(batch_sizes)
-    plan = pipeline.plan_devices(device)
-    report = pipeline.verify(
+    plan = plan_devices(device)
+    report = verify.verify(
         Path(directory),
         device_plan=plan,
         runtimes=runtimes,

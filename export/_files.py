@@ -1,0 +1,30 @@
+"""Writing an artifact so that a crash never leaves half a file behind a real name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """A path with `final`'s name inside a fresh hidden directory beside it; renamed
+    onto `final` when the block succeeds, removed when it fails. Keeping the real
+    name matters for `.pt2`: the package's inner folder is named after the file."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = tmpdir / final.name
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""The workflow behind `zoo verify`: re-run the parity checks of an export directory,
+e.g. on a GPU machine after exporting on a laptop, or in the native runtimes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import CheckpointError, ZooError
+from zoo.export import manifest as zmanifest
+from zoo.export.parity_runner import DevicePlan, plan_devices, resolve_runtimes, run_parity
+from zoo.plugin import Plugin
+
+Log = Callable[[str], None]
+
+
+def _quiet_log(message: str) -> None:
+    pass
+
+
+def rebuild_model(plugin: Plugin, manifest: dict[str, Any], checkpoint: str | None = None, weights: str | None = None) -> Any:
+    """The eager model an export was made from (a `zoo.models.Built`), checked against the recorded digests."""
+    from zoo import checkpoint as ckpt
+    from zoo import config as zconfig
+    from zoo.models import build_model
+
+    recorded = manifest.get("source") or {}
+    kind = recorded.get("kind")
+    if kind == "checkpoint" or checkpoint is not None:
+        path = checkpoint or recorded.get("path")
+        if not path or not Path(path).is_file():
+            raise ZooError(f"the checkpoint this export was made from ({path}) is missing; pass --checkpoint PATH to where it is now")
+        if recorded.get("sha256") and ckpt.sha256_file(path) != recorded["sha256"]:
+            raise CheckpointError(f"checkpoint {path} is not the one this export was made from (sha256 differs from export.json)")
+        built = build_model(plugin, checkpoint=path)
+    elif kind == "weights" or weights is not None:
+        spec = weights or recorded.get("name") or recorded.get("path")
+        built = build_model(plugin, weights=spec)
+        if recorded.get("sha256") and built.source.sha256 != recorded["sha256"]:
+            raise CheckpointError(f"weights {spec} are not the ones this export was made from (sha256 differs from export.json)")
+    elif kind == "random-init":
+        config = zconfig.from_dict(plugin.config_class, manifest.get("config") or {}, plugin=plugin.name)
+        built = build_model(plugin, random_init=True, seed=int(recorded.get("seed") or 0), overrides=zconfig.to_dict(config))
+    else:
+        raise ZooError(f"export.json does not say where its weights came from (source kind {kind!r})")
+    if recorded.get("state_sha256") and built.source.state_sha256 != recorded["state_sha256"]:
+        hint = (
+            ": random init depends on the torch version and platform; export from a checkpoint to verify elsewhere"
+            if kind == "random-init"
+            else ""
+        )
+        raise ZooError(f"the rebuilt eager model differs from the exported one (state digest mismatch{hint})")
+    return built
+
+
+def verify(
+    directory: Path,
+    *,
+    device_plan: DevicePlan | None = None,
+    runtimes: Sequence[str] = ("python",),
+    batch_sizes: Sequence[int] | None = None,
+    checkpoint: str | None = None,
+    weights: str | None = None,
+    latency: bool = True,
+    log: Log = _quiet_log,
+) -> dict[str, Any]:
+    """Re-run the parity checks of an export directory; refuses artifacts whose bytes
+    changed since export. Returns a report shaped like the manifest (not written)."""
+    from zoo import _registry
+
+    manifest = zmanifest.read(directory)
+    plugin = _registry.get_plugin(manifest["plugin"])
+    zmanifest.check_artifacts(directory, manifest)
+    chosen = resolve_runtimes(runtimes)
+    built = rebuild_model(plugin, manifest, checkpoint=checkpoint, weights=weights)
+    sizes = list(batch_sizes or manifest.get("batch_sizes") or (1, 4))
+    plan = device_plan if device_plan is not None else plan_devices("all")
+    rows, latency_rows = run_parity(
+        plugin,
+        built.model,
+        built.config,
+        directory,
+        manifest["artifacts"],
+        sizes,
+        plan,
+        runtimes=[r.name for r in chosen],
+        latency=latency,
+        data_info=built.data_info,
+        log=log,
+    )
+    skipped = manifest.get("skipped_formats") or []
+    rows = zmanifest.sort_rows(rows + zmanifest.skipped_rows(skipped, chosen, plan))
+    return {
+        "directory": str(directory),
+        "plugin": plugin.name,
+        "source": manifest.get("source"),
+        "batch_sizes": sizes,
+        "runtimes": [r.name for r in chosen],
+        "artifacts": manifest["artifacts"],
+        "skipped_formats": skipped,
+        "parity": rows,
+        "latency": latency_rows,
+        "passed": zmanifest.overall_passed(rows),
+    }
