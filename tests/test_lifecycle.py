@@ -163,7 +163,9 @@ def records(run: Path) -> list[dict]:
 
 
 def untimed(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in ("seconds", "samples_per_second", "first_step_seconds", "started_at")} for row in rows]
+    return [
+        {k: v for k, v in row.items() if k not in ("seconds", "samples_per_second", "first_step_seconds", "started_at")} for row in rows
+    ]
 
 
 def load(run: Path) -> dict:

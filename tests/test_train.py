@@ -68,7 +68,9 @@ def test_same_seed_gives_identical_losses(zoo, tmp_path):
     for run in ("a", "b"):
         r = zoo("train", "convnet", "--epochs", "2", "--seed", "3", "--out", tmp_path / run, "--progress", "none")
         assert r.exit_code == 0, r
-    strip = lambda recs: [{k: v for k, v in rec.items() if k not in ("seconds", "samples_per_second", "first_step_seconds")} for rec in recs]
+    strip = lambda recs: [
+        {k: v for k, v in rec.items() if k not in ("seconds", "samples_per_second", "first_step_seconds")} for rec in recs
+    ]
     assert strip(records(tmp_path / "a")) == strip(records(tmp_path / "b"))
     r = zoo("train", "convnet", "--epochs", "1", "--seed", "4", "--out", tmp_path / "c", "--progress", "none")
     assert records(tmp_path / "c")[0]["loss"] != records(tmp_path / "a")[0]["loss"]
