@@ -218,7 +218,14 @@ def info_command(plugin_name: str, as_json: bool) -> None:
     from zoo import _registry
     from zoo.describe import describe
 
-    d = describe(_registry.get_plugin(plugin_name))
+    defaults = None
+    try:  # the installed export formats, where zoo.export is installed
+        from zoo.export import format as export_format
+
+        defaults = {f.name: f.default_exporter for f in export_format.installed()}
+    except ImportError:
+        pass
+    d = describe(_registry.get_plugin(plugin_name), format_defaults=defaults)
     if as_json:
         click.echo(json.dumps(d, indent=2, default=str))
         return
@@ -247,10 +254,12 @@ def info_command(plugin_name: str, as_json: bool) -> None:
         )
         outs = ", ".join(f"{o['name']} {o.get('dtype', '')}{o.get('shape', '')}" for o in t["outputs"])
         click.echo(f"  {t['name']}: {ins} -> {outs}" + (f"    ({t['description']})" if t["description"] else ""))
-        notes = [f"{fmt} via {how}" for fmt, how in t["exporters"].items() if how not in ("script", "dynamo", "aotinductor")]
+        notes = [f"{fmt} via {how}" for fmt, how in t["exporters"].items() if how != t["default_exporters"].get(fmt)]
         notes += [f"no {fmt}: {why}" for fmt, why in t["skip_formats"].items()]
         if t["axis_sizes"]:
             notes.append("parity at " + ", ".join(f"{axis} {sizes}" for axis, sizes in t["axis_sizes"].items()))
+        if t.get("max_sizes"):
+            notes.append("at most " + ", ".join(f"{axis} {size}" for axis, size in t["max_sizes"].items()))
         for note in notes:
             click.echo(f"    {note}")
 

@@ -87,7 +87,7 @@ class ExportJob:
             # On CUDA with TF32 off: Inductor fixes its kernels' matmul precision at capture.
             with strict_fp32(device.type):
                 inputs = tuple(t.to(device) for t in self.export_inputs)
-                self._programs[device.type] = torch_export(self.module_on(device), self.target, inputs, purpose=purpose)
+                self._programs[device.type] = torch_export(self.module_on(device), self.target, inputs, purpose=purpose, config=self.config)
         return self._programs[device.type]
 
 

@@ -47,6 +47,9 @@ def base_metadata(
     }
     if target.skip_formats:
         meta["skip_formats"] = dict(target.skip_formats)
+    limits = target.max_sizes_of(config)
+    if limits:
+        meta["max_sizes"] = limits  # e.g. {"seq": 128}: a Transformer's context
     return meta
 
 

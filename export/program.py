@@ -20,10 +20,13 @@ if TYPE_CHECKING:
     from zoo.plugin import ExportTarget
 
 
-def dynamic_shapes(target: ExportTarget, inputs: Sequence[torch.Tensor]) -> tuple[dict[int, Any], ...]:
+def dynamic_shapes(target: ExportTarget, inputs: Sequence[torch.Tensor], config: Any = None) -> tuple[dict[int, Any], ...]:
     """torch.export dims: each input's `batch_axis` is the shared `batch`; the target's
-    `dynamic_dims` name any others (one Dim per distinct name)."""
+    `dynamic_dims` name any others (one Dim per distinct name), bounded by its
+    `max_sizes` where it declares one."""
     from torch.export import Dim
+
+    limits = target.max_sizes_of(config)
 
     named: dict[str, Any] = {BATCH_AXIS: Dim(BATCH_AXIS, min=1)}
     shapes = []
@@ -32,7 +35,7 @@ def dynamic_shapes(target: ExportTarget, inputs: Sequence[torch.Tensor]) -> tupl
         if spec.batch_axis is not None and tensor.dim() > spec.batch_axis:
             dims[spec.batch_axis] = named[BATCH_AXIS]
         for index, axis in dict(target.dynamic_dims.get(spec.name, {})).items():
-            dims[int(index)] = named.setdefault(axis, Dim(axis, min=1))
+            dims[int(index)] = named.setdefault(axis, Dim(axis, min=1, max=limits[axis]) if axis in limits else Dim(axis, min=1))
         shapes.append(dims)
     return tuple(shapes)
 
@@ -87,7 +90,7 @@ def _suggested_fixes(message: str) -> str | None:
     return head + "Suggested fixes:\n" + "\n".join(block) if block else None
 
 
-def torch_export(module: nn.Module, target: ExportTarget, inputs: tuple[torch.Tensor, ...], purpose: str = "") -> Any:
+def torch_export(module: nn.Module, target: ExportTarget, inputs: tuple[torch.Tensor, ...], purpose: str = "", config: Any = None) -> Any:
     """`torch.export.export` with the dynamic dims, as one line on failure.
 
     Where the model only works at some sizes of a dynamic axis (a U-Net needs
@@ -97,7 +100,7 @@ def torch_export(module: nn.Module, target: ExportTarget, inputs: tuple[torch.Te
     import torch
     from torch.export.dynamic_shapes import refine_dynamic_shapes_from_suggested_fixes
 
-    shapes = dynamic_shapes(target, inputs)
+    shapes = dynamic_shapes(target, inputs, config)
     label = f"torch.export{f' ({purpose})' if purpose else ''} of target {target.name!r}"
     for _attempt in range(3):
         try:

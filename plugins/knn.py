@@ -47,6 +47,7 @@ class KNN(nn.Module):
         self.k = config.k
         self.l1 = config.distance == "l1"
         self.num_classes = data.num_classes or 10
+        self.smoothing = SMOOTHING  # an attribute: TorchScript cannot read module globals
         self.register_buffer("images", torch.zeros(stored, IMAGE_SIZE * IMAGE_SIZE))
         self.register_buffer("labels", torch.zeros(stored, dtype=torch.int64))
 
@@ -61,7 +62,7 @@ class KNN(nn.Module):
         votes = self.labels[nearest]  # (N, k) class indices
         classes = torch.arange(self.num_classes, device=votes.device)
         shares = (votes[:, :, None] == classes).float().mean(1)  # (N, classes)
-        return torch.log(shares + SMOOTHING)
+        return torch.log(shares + self.smoothing)
 
 
 class KNNTrainer(ClassifierTrainer):

@@ -78,15 +78,16 @@ class CharRNN(nn.Module):
 
 
 class Logits(nn.Module):
-    """tokens (B, T) -> logits (B, T, vocab), from a zero state."""
+    """tokens (B, T) -> logits (B, T, vocab), from a zero state. Holds the model's layers
+    (not the model), so TorchScript compiles only what the target runs."""
 
     def __init__(self, model: CharRNN):
         super().__init__()
-        self.model = model
+        self.embed, self.rnn, self.head = model.embed, model.rnn, model.head
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        out = self.model.rnn(self.model.embed(tokens))[0]  # (B, T, hidden)
-        return self.model.head(out)
+        out = self.rnn(self.embed(tokens))[0]  # (B, T, hidden)
+        return self.head(out)
 
 
 class StepLSTM(nn.Module):
@@ -95,13 +96,13 @@ class StepLSTM(nn.Module):
 
     def __init__(self, model: CharRNN):
         super().__init__()
-        self.model = model
+        self.embed, self.rnn, self.head = model.embed, model.rnn, model.head
         self.layers = model.rnn.num_layers
 
     def forward(self, token: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state[: self.layers], state[self.layers :]
-        out, (h, c) = self.model.rnn(self.model.embed(token), (h.contiguous(), c.contiguous()))
-        return self.model.head(out[:, -1]), torch.cat([h, c], 0)
+        out, (h, c) = self.rnn(self.embed(token), (h.contiguous(), c.contiguous()))
+        return self.head(out[:, -1]), torch.cat([h, c], 0)
 
 
 class StepOne(nn.Module):
@@ -109,11 +110,11 @@ class StepOne(nn.Module):
 
     def __init__(self, model: CharRNN):
         super().__init__()
-        self.model = model
+        self.embed, self.rnn, self.head = model.embed, model.rnn, model.head
 
     def forward(self, token: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, h = self.model.rnn(self.model.embed(token), state)
-        return self.model.head(out[:, -1]), h
+        out, h = self.rnn(self.embed(token), state)
+        return self.head(out[:, -1]), h
 
 
 def step_module(model: CharRNN) -> nn.Module:

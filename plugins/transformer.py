@@ -58,8 +58,6 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(config.width, config.width)
         self.attn_drop = nn.Dropout(config.dropout)
         self.resid_drop = nn.Dropout(config.dropout)
-        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
-        self.register_buffer("mask", mask.view(1, 1, config.block_size, config.block_size), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, width = x.shape
@@ -69,7 +67,10 @@ class SelfAttention(nn.Module):
         k = k.view(batch, seq, self.heads, width // self.heads).transpose(1, 2)
         v = v.view(batch, seq, self.heads, width // self.heads).transpose(1, 2)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, heads, T, T)
-        scores = scores.masked_fill(~self.mask[:, :, :seq, :seq], float("-inf"))
+        # The causal mask, made at this length (slicing a stored block-size mask would fix
+        # the exported graph's length at the block size: at that size a slice is the whole).
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
         weights = self.attn_drop(F.softmax(scores, dim=-1))
         out = (weights @ v).transpose(1, 2).reshape(batch, seq, width)  # (B, T, C)
         return self.resid_drop(self.proj(out))
@@ -191,6 +192,13 @@ def _tokens(config: TransformerConfig, batch: int, gen: torch.Generator, sizes: 
     return (torch.randint(0, len(data.vocabulary or "x"), (batch, sizes["seq"]), generator=gen),)
 
 
+def _seq_sizes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:
+    """Captured at half the block size, checked at 1, an odd length and the full block."""
+    block = config.block_size
+    sizes = [max(2, block // 2) if block >= 2 else 1, 1, min(17, block), block]  # captured at 2 or more: torch.export fixes a size of 1
+    return {"seq": tuple(dict.fromkeys(sizes))}
+
+
 plugin = Plugin(
     name="transformer",
     summary="decoder-only Transformer language model (GPT-2/nanoGPT layout), trained on CPython's bundled docs",
@@ -215,8 +223,8 @@ plugin = Plugin(
             outputs=(TensorSpec("logits", range="unnormalised scores of the next character at every position"),),
             example_inputs=_tokens,
             dynamic_dims={"tokens": {1: "seq"}, "logits": {1: "seq"}},
-            # The block size first (the largest: generation's window), then 1 and an odd length.
-            axis_sizes=lambda config: {"seq": (config.block_size, 1, 17)},
+            axis_sizes=_seq_sizes,
+            max_sizes=lambda config: {"seq": config.block_size},  # learned positions: no more than the context
             description="token ids -> next-character logits at every position (causal: each sees only its past)",
         ),
     ),

@@ -41,7 +41,8 @@ def test_info_describes_every_plugin(zoo, name):
     assert {"epochs", "batch_size", "lr"} <= {h["name"] for h in info["hyperparameters"]}
     for target in info["export_targets"]:
         for spec in target["inputs"] + target["outputs"]:
-            assert spec["shape"][0] == "batch" and spec["dtype"]
+            # The batch axis is where the spec declares it (first unless it says otherwise).
+            assert spec["shape"][spec.get("batch_axis", 0)] == "batch" and spec["dtype"], spec
     text = zoo("info", name)
     assert text.exit_code == 0 and "export targets" in text.stdout
 
@@ -95,22 +96,22 @@ def test_env_var_narrows_loading(zoo, monkeypatch):
 
 def test_readme_third_party_plugin_is_discovered_and_trains(zoo, install_dist, tmp_path):
     """The README's 'Write a plugin' example, installed as its own distribution."""
-    source = readme_block("python", 'name="mlp"')
+    source = readme_block("python", 'name="my-mlp"')
     pyproject = readme_block("toml", "zoo.plugins")
-    assert 'mlp = "zoo_mlp:plugin"' in pyproject
-    install_dist("zoo-mlp", "0.1.0", {"zoo_mlp": source}, {"mlp": "zoo_mlp:plugin"})
+    assert 'my-mlp = "zoo_my_mlp:plugin"' in pyproject
+    install_dist("zoo-my-mlp", "0.1.0", {"zoo_my_mlp": source}, {"my-mlp": "zoo_my_mlp:plugin"})
     rows = {row["name"]: row for row in zoo("list", "--json").json()}
-    assert rows["mlp"]["status"] == "ok" and rows["mlp"]["distribution"] == "zoo-mlp"
-    help_text = zoo("train", "mlp", "--help").stdout
+    assert rows["my-mlp"]["status"] == "ok" and rows["my-mlp"]["distribution"] == "zoo-my-mlp"
+    help_text = zoo("train", "my-mlp", "--help").stdout
     assert "--hidden INTEGER" in help_text and "--dropout FLOAT" in help_text
-    r = zoo("train", "mlp", "--epochs", "2", "--hidden", "32", "--out", tmp_path / "run", "--progress", "none")
+    r = zoo("train", "my-mlp", "--epochs", "2", "--hidden", "32", "--out", tmp_path / "run", "--progress", "none")
     assert r.exit_code == 0, r
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and records[-1]["val_accuracy"] > 0.5
     # Its cosine schedule, stepped by the engine: at the end of the run the rate is 0.
     assert records[0]["lr"] == pytest.approx(0.5e-3, rel=1e-6) and records[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
-    assert zoo("info", "mlp").stdout.count("can: train, export, predict-classes") == 1
-    r = zoo("export", "mlp", "--checkpoint", tmp_path / "run" / "last.pt", "--out", tmp_path / "export", "--no-latency")
+    assert zoo("info", "my-mlp").stdout.count("can: train, export, predict-classes") == 1
+    r = zoo("export", "my-mlp", "--checkpoint", tmp_path / "run" / "last.pt", "--out", tmp_path / "export", "--no-latency")
     assert r.exit_code == 0, r
 
 

@@ -15,9 +15,9 @@ from conftest import one_line_error
 from PIL import Image
 
 from zoo import get_plugin, list_plugins, models
-from zoo.capabilities import predict_kind
+from zoo.capabilities import predict_kind, sample_kind
 
-GENERATIVE = [n for n in list_plugins() if get_plugin(n).sample_target is not None]
+GENERATIVE = [n for n in list_plugins() if sample_kind(get_plugin(n)) == "images"]
 IMAGE_TO_IMAGE = [n for n in list_plugins() if predict_kind(get_plugin(n)) == "images"]
 HAS_EXPORT = importlib.util.find_spec("zoo.export.pipeline") is not None
 

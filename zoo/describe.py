@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from zoo import config as zconfig
@@ -10,7 +11,8 @@ from zoo.capabilities import capabilities
 from zoo.plugin import Plugin
 from zoo.targets import check_target, target_io
 
-# How each format exports by default; a target's `exporters` may choose another.
+# How zoo's own formats export by default (a target's `exporters` may choose another);
+# the caller that knows the installed formats (`zoo info`) passes theirs instead.
 DEFAULT_EXPORTERS = {"torchscript": "script", "onnx": "dynamo", "pt2": "aotinductor"}
 
 
@@ -18,7 +20,9 @@ def hyperparameters(plugin: Plugin) -> list[dict[str, Any]]:
     return [f.to_json() for f in zconfig.fields(plugin.config_class)]
 
 
-def describe_target(target: Any, config: Any, model: Any = None, data_info: Any = None) -> dict[str, Any]:
+def describe_target(
+    target: Any, config: Any, model: Any = None, data_info: Any = None, format_defaults: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     module = target.module(model) if model is not None else None
     if module is not None:
         check_target(target, config, module, data_info)
@@ -29,14 +33,16 @@ def describe_target(target: Any, config: Any, model: Any = None, data_info: Any 
         "trace": target.trace,
         "rtol": target.rtol,
         "atol": target.atol,
-        "exporters": {fmt: target.exporter(fmt, default) for fmt, default in DEFAULT_EXPORTERS.items()},
+        "exporters": {fmt: target.exporter(fmt, default) for fmt, default in (format_defaults or DEFAULT_EXPORTERS).items()},
+        "default_exporters": dict(format_defaults or DEFAULT_EXPORTERS),
         "skip_formats": dict(target.skip_formats),
         "axis_sizes": {axis: list(sizes) for axis, sizes in target.sizes_of_axes(config).items()},
+        "max_sizes": target.max_sizes_of(config),
         **io,
     }
 
 
-def describe(plugin: Plugin, with_shapes: bool = True) -> dict[str, Any]:
+def describe(plugin: Plugin, with_shapes: bool = True, format_defaults: Mapping[str, str] | None = None) -> dict[str, Any]:
     from zoo import _registry
 
     entry = _registry.plugins.entries().get(plugin.name)
@@ -52,7 +58,7 @@ def describe(plugin: Plugin, with_shapes: bool = True) -> dict[str, Any]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = plugin.instantiate(config, info).eval()
-    targets = [describe_target(t, config, model, info) for t in plugin.export_targets]
+    targets = [describe_target(t, config, model, info, format_defaults) for t in plugin.export_targets]
     weights = [{"name": w.name, "source": w.source, "sha256": w.sha256, "meta": dict(w.meta)} for w in plugin.weights]
     request = plugin.data_request(config)
     return {

@@ -110,6 +110,10 @@ class ExportTarget:
     # config -> that mapping where the valid sizes depend on the config. Required for
     # every dynamic axis of an input: only the plugin knows which sizes are valid.
     axis_sizes: Any = field(default_factory=dict)
+    # The largest valid size of a dynamic axis where there is one (a Transformer's
+    # context), {"seq": 128} or config -> that: the exported graph is dynamic up to it,
+    # and the metadata says so. Axes not named here have no upper bound.
+    max_sizes: Any = field(default_factory=dict)
     # Which exporter a format uses where its default cannot keep an axis dynamic, e.g.
     # {"onnx": "torchscript"} (torch.onnx's TorchScript-based exporter) for recurrent
     # layers. Recorded in the artifact's metadata and export.json.
@@ -162,6 +166,10 @@ class ExportTarget:
                 raise ValueError(f"export target {self.name!r}: axis_sizes[{axis!r}] must be positive ints, not {values!r}")
             out[axis] = values
         return out
+
+    def max_sizes_of(self, config: Any) -> dict[str, int]:
+        sizes = self.max_sizes(config) if callable(self.max_sizes) else self.max_sizes
+        return {str(axis): int(size) for axis, size in dict(sizes).items()}
 
     def axes(self, config: Any) -> dict[str, int]:
         """The export size of every non-batch dynamic axis."""
