@@ -6,6 +6,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 
 from __future__ import annotations
 
+import codecs
 import errno
 import hashlib
 import json
@@ -209,13 +210,40 @@ def torch_load(path: Path, map_location: Any = "cpu", what: str = "file") -> Any
         # weights_only refuses any global or opcode it does not know: the file wants to
         # build arbitrary objects (or run code), which zoo never writes, or it is garbage.
         detail = unpickler_detail(exc)
-        verb = "is refused" if detail.startswith("it would build") else "is unreadable"
-        raise CheckpointError(f"{what} {path} {verb}: {detail}") from None
+        if detail.startswith("it would build"):
+            raise CheckpointError(f"{what} {path} is refused: {detail}") from None
+        holds = _not_a_torch_file(path)
+        if holds:
+            raise CheckpointError(f"{what} {path} is not a file torch.save wrote: {holds}") from None
+        raise CheckpointError(f"{what} {path} is unreadable: {detail}") from None
     except MemoryError:
         raise CheckpointError(f"{what} {path} is corrupt (it asks for more memory than this machine has)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        holds = _not_a_torch_file(path)
+        if holds:
+            raise CheckpointError(f"{what} {path} is not a file torch.save wrote: {holds}") from None
         detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         raise CheckpointError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}{': ' + detail if detail else ''})") from None
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """What a file torch cannot read holds instead, when it is plainly not a torch file
+    (`echo hi > x.pt`): empty, or text. None when it may be a damaged one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return None
+    if not head:
+        return "it is empty"
+    try:  # incremental: a character cut at the 256th byte is no reason to call text binary
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:  # binary: a damaged checkpoint, or something else entirely
+        return None
+    if any(not (c.isprintable() or c in "\t\r\n") for c in text):
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"it holds text ({first[:40]!r}{'...' if len(first) > 40 else ''})"
 
 
 def unpickler_detail(exc: Exception) -> str:
@@ -224,7 +252,7 @@ def unpickler_detail(exc: Exception) -> str:
     import re
 
     text = str(exc)
-    found = re.search(r"GLOBAL ([\w.]+)", text, flags=re.I)
+    found = re.search(r"\bGLOBAL ([A-Za-z_][\w.]*)", text)  # upper case: not "an allowed global by default"
     if found:
         return f"it would build the Python object {found.group(1)}, which a plain checkpoint of tensors never holds (it may run code)"
     lines = [line.strip() for line in text.splitlines() if line.strip()]

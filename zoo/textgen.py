@@ -11,12 +11,28 @@ greedy text (`temperature=0`) is identical in every runtime.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from zoo.errors import UsageError
 
 NextLogits = Callable[[int], Any]  # the id just read -> logits (vocab,) for what comes next
+
+
+def check_options(prompt: str, length: int, temperature: float, top_k: int | None) -> None:
+    """Refuse, in one line each, what no generation can honour: an empty prompt, nothing
+    to generate, a temperature that is negative or not a number, a top-k below 1."""
+    if not prompt:
+        raise UsageError("--prompt must hold at least one character")
+    if length < 1:
+        raise UsageError(f"--length must be at least 1, not {length} (the characters to generate after the prompt)")
+    if not math.isfinite(temperature):
+        raise UsageError(f"--temperature must be a finite number, not {temperature}")
+    if temperature < 0:
+        raise UsageError(f"--temperature must be 0 (greedy) or more, not {temperature:g}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, not {top_k}")
 
 
 def encode(vocabulary: Sequence[str], text: str) -> list[int]:
@@ -84,14 +100,7 @@ def generate(
     generator: Any,
 ) -> str:
     """The prompt and `length` generated characters."""
-    if temperature < 0:
-        raise UsageError(f"--temperature must be 0 (greedy) or more, not {temperature}")
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, not {top_k}")
-    if length < 0:
-        raise UsageError(f"--length must be 0 or more, not {length}")
-    if not prompt:
-        raise UsageError("--prompt must hold at least one character")
+    check_options(prompt, length, temperature, top_k)
     ids = encode(vocabulary, prompt)
     for _ in range(length):
         ids.append(sample_next(read(ids), temperature, top_k, generator))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_CLASSIFIER = "convnet"
+DEFAULT_SAMPLES = 1000
 
 
 def open_classifier(spec: str | None, device: str) -> Runner:
@@ -141,7 +142,7 @@ def render_report(result: dict[str, Any]) -> str:
     default=None,
     help="classifier that judges the samples: a checkpoint, or convnet weights NAME|PATH [default: newest convnet run]",
 )
-@click.option("-n", "--num", "n", type=click.INT, default=1000, show_default=True, help="number of samples")
+@click.option("-n", "--num", "n", type=click.INT, default=None, help=f"image generators: number of samples [default: {DEFAULT_SAMPLES}]")
 @click.option("--data", default=None, help="plugins evaluated on data: the dataset whose validation split to use [default: the plugin's]")
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of the noise")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
@@ -149,7 +150,7 @@ def render_report(result: dict[str, Any]) -> str:
 def evaluate_command(
     plugin_name: str,
     classifier: str | None,
-    n: int,
+    n: int | None,
     data: str | None,
     seed: int,
     as_json: bool,
@@ -180,6 +181,8 @@ def evaluate_command(
             raise UsageError(f"--classifier judges generated images; {plugin.name} is evaluated on data (--data)")
         if artifact is not None:
             raise UsageError("--artifact: an exported file's validation metrics come with zoo export and zoo verify (task parity)")
+        if n is not None:
+            raise UsageError(f"-n counts generated images; {plugin.name} is evaluated on the validation split of --data")
         result = validation_report(plugin, data, checkpoint=checkpoint, weights=weights, random_init=random_init, device=device)
         if as_json:
             click.echo(json.dumps(result, indent=2))
@@ -187,6 +190,9 @@ def evaluate_command(
             click.echo(render_report(result))
         return
     del samplers
+    if data is not None:
+        raise UsageError(f"--data: {plugin.name} generates images, judged by --classifier; plugins evaluated on data take --data")
+    n = n if n is not None else DEFAULT_SAMPLES
     if n < 1:
         raise UsageError(f"-n must be at least 1, not {n}")
     runner = open_runner(

@@ -7,9 +7,9 @@ images were; writing is torchvision's `make_grid` and `save_image`, atomically.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import DataError, UsageError
 
@@ -32,16 +32,55 @@ def png_path(out: str, flag: str = "-o") -> Path:
     return path
 
 
+# Files a run or an export is made of, and model files: what a sample or a prediction
+# written over them would destroy. zoo's commands never replace them.
+RUN_FILES = ("last.pt", "config.json", "metrics.jsonl")
+MANIFEST = "export.json"
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".onnx", ".torchscript", ".pt2")
+
+
+def check_output(out: str | Path, flag: str = "-o") -> Path:
+    """Where a command will write its result, checked before any work: not a directory,
+    not under a file, and not a file of a run, an export or a model (one line each)."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{flag} {out} is a directory; name the file to write")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UsageError(f"cannot write {out}: {blocker} is a file, not a directory")
+    if path.is_file():
+        what = None
+        if path.suffix.lower() in MODEL_SUFFIXES:
+            what = "a model file"
+        elif path.name == MANIFEST:
+            what = "the manifest of an export"
+        elif path.name in RUN_FILES and any((path.parent / f).is_file() for f in RUN_FILES[:2]):
+            what = f"a file of the run in {path.parent}"
+        if what is not None:
+            raise UsageError(f"{flag} {out} is {what}; zoo never writes over runs, exports or models: name another file")
+    return path
+
+
 def write_png(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
     """A (C, H, W) image or an (N, C, H, W) batch laid out as a grid, in [0, 1], written atomically."""
     from torchvision.utils import make_grid, save_image
 
-    from zoo import checkpoint
-
     if images.dim() == 4:
         images = make_grid(images, nrow=nrow or 8, padding=2)
+    _write(path, lambda fh: save_image(images, fh, format="png"), "wb")
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """A text result (a language model's sample, a classifier's results), written atomically."""
+    _write(Path(path), lambda fh: fh.write(text), "w")
+
+
+def _write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    from zoo import checkpoint
+
+    check_output(path)
     try:
-        checkpoint.atomic_write(path, lambda fh: save_image(images, fh, format="png"))
+        checkpoint.atomic_write(path, write, mode=mode)
     except OSError as exc:
         raise UsageError(f"cannot write {path} ({exc.strerror or exc})") from None
 
@@ -75,6 +114,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
             if not found:
                 raise DataError(f"{p}: no images in this directory ({', '.join(IMAGE_EXTENSIONS)})")
             paths += found
+        elif not p.is_file():
+            raise DataError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
         else:
             paths.append(p)
     return paths

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from zoo.commands.images import expand_inputs, load_batch, to_unit_range, write_png
+from zoo.commands.images import check_output, expand_inputs, load_batch, read_image, to_unit_range, write_png, write_text
 from zoo.commands.runner import CHUNK, Runner, get_plugin, open_runner, source_options
 from zoo.errors import UsageError
 
@@ -40,23 +40,31 @@ def classify(runner: Runner, paths: list[Path]) -> list[dict[str, Any]]:
     ]
 
 
-def translate(runner: Runner, paths: list[Path], out: str | None) -> list[dict[str, Any]]:
-    """{input, output} per image, each output written as a PNG: -o FILE.png for one
-    input, else -o DIR with one FILE.png per input stem."""
+def translation_targets(plugin_name: str, paths: list[Path], out: str | None) -> list[Path]:
+    """Where the translations of `paths` go: -o FILE.png for one input, else -o DIR with
+    one FILE.png per input stem; refused before any model is built."""
     if out is None:
-        raise UsageError(f"{runner.plugin.name} writes images: pass -o FILE.png (one input) or -o DIR")
+        raise UsageError(f"{plugin_name} writes images: pass -o FILE.png (one input) or -o DIR")
     out_path = Path(out)
     if len(paths) == 1 and out_path.suffix.lower() == ".png":
-        targets = [out_path]
-    else:
-        if out_path.suffix.lower() == ".png":
-            raise UsageError(f"-o {out}: {len(paths)} inputs need a directory, not one .png file")
-        stems = [p.stem for p in paths]
-        clash = sorted({s for s in stems if stems.count(s) > 1})
-        if clash:
-            raise UsageError(f"inputs share the name {clash[0]!r}; their outputs would overwrite each other in {out}")
-        targets = [out_path / f"{p.stem}.png" for p in paths]
+        return [check_output(out_path)]
+    if out_path.suffix.lower() == ".png":
+        raise UsageError(f"-o {out}: {len(paths)} inputs need a directory, not one .png file")
+    if out_path.exists() and not out_path.is_dir():
+        raise UsageError(f"-o {out} is a file; {len(paths)} translated images need a directory")
+    stems = [p.stem for p in paths]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise UsageError(f"inputs share the name {clash[0]!r}; their outputs would overwrite each other in {out}")
+    return [check_output(out_path / f"{p.stem}.png") for p in paths]
+
+
+def translate(runner: Runner, paths: list[Path], out: str | None) -> list[dict[str, Any]]:
+    """{input, output} per image, each output written as a PNG (see `translation_targets`)."""
+    targets = translation_targets(runner.plugin.name, paths, out)
     request, value_range = runner.input_request(), runner.output_range()
+    for path in paths:  # every input readable before the first output is written: all or nothing
+        read_image(path, request.channels)
     results = []
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
@@ -68,8 +76,6 @@ def translate(runner: Runner, paths: list[Path], out: str | None) -> list[dict[s
 
 
 def _print_classes(runner: Runner, paths: list[Path], out: str | None, as_json: bool) -> None:
-    from zoo import checkpoint
-
     results = classify(runner, paths)
     if as_json:
         text = json.dumps(results, indent=2)
@@ -81,7 +87,7 @@ def _print_classes(runner: Runner, paths: list[Path], out: str | None, as_json: 
             for r in results
         )
     if out is not None:
-        checkpoint.atomic_write(out, lambda fh: fh.write(text + "\n"), mode="w")
+        write_text(text + "\n", out)
     click.echo(text)
 
 
@@ -132,6 +138,11 @@ def predict_command(
             + (" (use zoo sample)" if plugin.sample_target else "")
         )
     paths = expand_inputs(inputs)
+    outputs = translation_targets(plugin.name, paths, out) if kind == "images" else [check_output(out)] if out is not None else []
+    given = {p.resolve() for p in paths}
+    clobbered = next((o for o in outputs if o.resolve() in given), None)
+    if clobbered is not None:
+        raise UsageError(f"-o {out} would write over the input {clobbered}; name another file or directory")
     runner = open_runner(
         plugin, plugin.predict_target, checkpoint=checkpoint, weights=weights, random_init=random_init, artifact=artifact, device=device
     )

@@ -15,24 +15,51 @@ from dataclasses import dataclass
 
 import click
 
-from zoo.commands.images import png_path, to_unit_range, write_png
+from zoo.commands.images import check_output, png_path, to_unit_range, write_png, write_text
 from zoo.commands.runner import Runner, get_plugin, open_runner, source_options
 from zoo.errors import UsageError
 
 
 @dataclass(frozen=True)
 class SampleRequest:
-    """What `zoo sample` was asked for; each writer reads the options of its kind."""
+    """What `zoo sample` was asked for; each writer reads the options of its kind and
+    refuses those of another kind (None: not given)."""
 
-    n: int
     seed: int
     out: str | None
+    n: int | None = None
     label: int | None = None
     nrow: int | None = None
     prompt: str | None = None
-    length: int = 200
-    temperature: float = 1.0
+    length: int | None = None
+    temperature: float | None = None
     top_k: int | None = None
+
+    @property
+    def samples(self) -> int:
+        return self.n if self.n is not None else DEFAULT_N
+
+    @property
+    def characters(self) -> int:
+        return self.length if self.length is not None else DEFAULT_LENGTH
+
+    @property
+    def softmax_temperature(self) -> float:
+        return self.temperature if self.temperature is not None else DEFAULT_TEMPERATURE
+
+
+DEFAULT_N = 64
+DEFAULT_LENGTH = 200
+DEFAULT_TEMPERATURE = 1.0
+# The options only one kind of sample takes (field -> flag): the other kind refuses them.
+IMAGE_OPTIONS = {"n": "-n", "label": "--label", "nrow": "--nrow"}
+TEXT_OPTIONS = {"prompt": "--prompt", "length": "--length", "temperature": "--temperature", "top_k": "--top-k"}
+
+
+def _refuse_options(request: SampleRequest, options: dict[str, str], what: str) -> None:
+    given = [flag for name, flag in options.items() if getattr(request, name) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to {what}")
 
 
 @dataclass(frozen=True)
@@ -49,13 +76,17 @@ MAX_GRID = 10_000
 
 
 def _check_images(request: SampleRequest) -> None:
-    if request.n > MAX_GRID:
-        raise UsageError(f"-n {request.n}: a grid holds at most {MAX_GRID:,} images; write several grids with different --seed")
+    _refuse_options(request, TEXT_OPTIONS, "language models; this plugin samples images")
+    n = request.samples
+    if n < 1:
+        raise UsageError(f"-n must be at least 1, not {n}")
+    if n > MAX_GRID:
+        raise UsageError(f"-n {n}: a grid holds at most {MAX_GRID:,} images; write several grids with different --seed")
     if request.nrow is not None and request.nrow < 1:
         raise UsageError(f"--nrow must be at least 1, not {request.nrow}")
     if request.out is None:
         raise UsageError("images are written as a PNG grid: pass -o FILE.png")
-    png_path(request.out)
+    check_output(png_path(request.out))
 
 
 def _write_images(runner: Runner, request: SampleRequest) -> str:
@@ -63,22 +94,23 @@ def _write_images(runner: Runner, request: SampleRequest) -> str:
 
     plugin = runner.plugin
     path = png_path(request.out or "")
-    inputs = plugin.sample_inputs(runner.config, request.n, request.label, torch.Generator().manual_seed(request.seed))
+    n = request.samples
+    inputs = plugin.sample_inputs(runner.config, n, request.label, torch.Generator().manual_seed(request.seed))
     images = to_unit_range(runner(inputs)[0], runner.output_range())
-    write_png(images, path, nrow=request.nrow or math.ceil(math.sqrt(request.n)))
+    write_png(images, path, nrow=request.nrow or math.ceil(math.sqrt(n)))
     what = f" of class {request.label}" if request.label is not None else ""
-    return f"wrote {path}: {request.n} samples{what} from {plugin.name} {runner.source} (seed {request.seed})"
+    return f"wrote {path}: {n} samples{what} from {plugin.name} {runner.source} (seed {request.seed})"
 
 
 def _check_text(request: SampleRequest) -> None:
+    from zoo import textgen
+
+    _refuse_options(request, IMAGE_OPTIONS, "image generators; a language model writes one text (--prompt, --length)")
     if request.prompt is None:
         raise UsageError("a language model continues a prompt: pass --prompt TEXT")
-    if request.length < 0:
-        raise UsageError(f"--length must be 0 or more, not {request.length}")
-    if request.temperature < 0:
-        raise UsageError(f"--temperature must be 0 (greedy) or more, not {request.temperature}")
-    if request.top_k is not None and request.top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, not {request.top_k}")
+    textgen.check_options(request.prompt, request.characters, request.softmax_temperature, request.top_k)
+    if request.out is not None:
+        check_output(request.out)
 
 
 def text_reader(runner: Runner):
@@ -109,7 +141,6 @@ def _write_text(runner: Runner, request: SampleRequest) -> str:
     import torch
 
     from zoo import textgen
-    from zoo.checkpoint import atomic_write
 
     vocabulary = runner.data_info.vocabulary if runner.data_info is not None else None
     if not vocabulary:
@@ -118,8 +149,8 @@ def _write_text(runner: Runner, request: SampleRequest) -> str:
         text_reader(runner),
         vocabulary,
         request.prompt or "",
-        request.length,
-        request.temperature,
+        request.characters,
+        request.softmax_temperature,
         request.top_k,
         torch.Generator().manual_seed(request.seed),
     )
@@ -127,10 +158,8 @@ def _write_text(runner: Runner, request: SampleRequest) -> str:
         sys.stdout.write(text + "\n")  # the prompt and its continuation alone on stdout
         sys.stdout.flush()
         return ""
-    atomic_write(request.out, lambda fh: fh.write(text + "\n"), mode="w")
-    return (
-        f"wrote {request.out}: {request.length} characters after the prompt from {runner.plugin.name} {runner.source} (seed {request.seed})"
-    )
+    write_text(text + "\n", request.out)
+    return f"wrote {request.out}: {request.characters} characters after the prompt from {runner.plugin.name} {runner.source} (seed {request.seed})"
 
 
 # sample_kind(plugin) -> how its samples are made and written.
@@ -151,13 +180,20 @@ def samplers(kinds: tuple[str, ...] | None = None) -> list[str]:
 
 @click.command("sample")
 @click.argument("plugin_name", metavar="PLUGIN")
-@click.option("-n", "--num", "n", type=click.INT, default=64, show_default=True, help="number of samples")
-@click.option("--label", type=click.INT, default=None, help="class to sample (conditional plugins; default: cycle through all)")
+@click.option("-n", "--num", "n", type=click.INT, default=None, help=f"image generators: number of samples [default: {DEFAULT_N}]")
+@click.option("--label", type=click.INT, default=None, help="class to sample (conditional image generators; default: cycle through all)")
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of the noise (the same for every source)")
 @click.option("--nrow", type=click.INT, default=None, help="images per grid row [default: about sqrt(n)]")
 @click.option("--prompt", default=None, help="language models: the text to continue")
-@click.option("--length", type=click.INT, default=200, show_default=True, help="language models: characters to generate")
-@click.option("--temperature", type=click.FLOAT, default=1.0, show_default=True, help="language models: softmax temperature; 0 is greedy")
+@click.option(
+    "--length", type=click.INT, default=None, help=f"language models: characters to generate, at least 1 [default: {DEFAULT_LENGTH}]"
+)
+@click.option(
+    "--temperature",
+    type=click.FLOAT,
+    default=None,
+    help=f"language models: softmax temperature; 0 is greedy [default: {DEFAULT_TEMPERATURE:g}]",
+)
 @click.option("--top-k", "top_k", type=click.INT, default=None, help="language models: draw from the k likeliest characters only")
 @source_options
 @click.option(
@@ -165,13 +201,13 @@ def samplers(kinds: tuple[str, ...] | None = None) -> list[str]:
 )
 def sample_command(
     plugin_name: str,
-    n: int,
+    n: int | None,
     label: int | None,
     seed: int,
     nrow: int | None,
     prompt: str | None,
-    length: int,
-    temperature: float,
+    length: int | None,
+    temperature: float | None,
     top_k: int | None,
     checkpoint: str | None,
     weights: str | None,
@@ -193,8 +229,6 @@ def sample_command(
     if writer is None:
         made = f"samples {kind}, which zoo sample cannot write yet" if kind else "does not sample"
         raise UsageError(f"{plugin.name} {made}; plugins that do: {', '.join(samplers()) or 'none'}")
-    if n < 1:
-        raise UsageError(f"-n must be at least 1, not {n}")
     request = SampleRequest(
         n=n, seed=seed, out=out, label=label, nrow=nrow, prompt=prompt, length=length, temperature=temperature, top_k=top_k
     )

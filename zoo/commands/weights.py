@@ -160,6 +160,8 @@ def import_command(
 
     plugin = _plugin(plugin_name)
     path = Path(file).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{file} is a directory; give the checkpoint or weights file in it (e.g. {Path(file) / 'last.pt'})")
     if not path.is_file():
         raise UsageError(f"{file}: no such file")
     overrides = zconfig.parse_pairs(plugin.config_class, config_pairs, plugin=plugin.name)
