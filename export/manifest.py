@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import UsageError, ZooError
+from zoo.export import vectors as zvectors
 
 MANIFEST = "export.json"
 MANIFEST_VERSION = 1
@@ -34,7 +35,7 @@ def read(directory: Path) -> dict[str, Any]:
 
 
 def check_artifacts(directory: Path, manifest: dict[str, Any]) -> None:
-    """Every listed artifact exists and has the bytes it had at export."""
+    """Every listed artifact, and every test vector it names, exists and has the bytes it had at export."""
     from zoo.checkpoint import sha256_file
 
     if not manifest["artifacts"]:
@@ -49,6 +50,7 @@ def check_artifacts(directory: Path, manifest: dict[str, Any]) -> None:
                 f"artifact {path} was modified after export (sha256 {actual[:12]}..., {MANIFEST} says {record['sha256'][:12]}...); "
                 "refusing to verify it"
             )
+        zvectors.check(directory, record.get(zvectors.KEY), MANIFEST)
 
 
 def artifact_record(directory: Path, path: Path, metadata: dict[str, Any], seconds: float, record_keys: tuple[str, ...]) -> dict[str, Any]:
@@ -73,6 +75,8 @@ def artifact_record(directory: Path, path: Path, metadata: dict[str, Any], secon
     for key in record_keys:
         if key in metadata:
             record[key] = metadata[key]
+    if zvectors.KEY in metadata:
+        record[zvectors.KEY] = metadata[zvectors.KEY]  # its test vectors: paths, sha256, tolerances
     return record
 
 
@@ -163,7 +167,7 @@ def merge_previous(
         file = directory / record.get("path", "")
         if _key(record) in done or (record["target"], record["format"]) in skipped_now or not file.is_file():
             continue
-        if sha256_file(file) == record.get("sha256"):
+        if sha256_file(file) == record.get("sha256") and zvectors.intact(directory, record.get(zvectors.KEY)):
             kept.append(record)
     exported_now = {(r["target"], r["format"]) for r in new["artifacts"]}
     skipped = [s for s in old.get("skipped_formats", []) if (s.get("target"), s.get("format")) not in skipped_now | exported_now]

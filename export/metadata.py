@@ -3,6 +3,10 @@
 TorchScript keeps it as an extra file, ONNX in `metadata_props`, AOTInductor in the
 package metadata; a format writes it and reads it back, and any runtime learns input
 names, shapes, dtypes and value ranges from the file alone.
+
+`test_vectors` (written by `zoo.export.vectors`) names the seeded inputs and eager
+outputs saved beside the artifact: paths relative to the artifact's directory, sha256,
+shape, dtype, and the tolerances they are compared with (`zoo-run FILE --self-test`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ if TYPE_CHECKING:
     from zoo.plugin import ExportTarget, Plugin
 
 METADATA_KEY = "zoo.json"
+TEST_VECTORS_KEY = "test_vectors"  # {"rtol", "atol", "seed", "batch", "inputs": [...], "outputs": [...]}
 
 
 def base_metadata(

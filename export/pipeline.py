@@ -110,6 +110,7 @@ def export(
     from zoo import versions
     from zoo.checkpoint import write_json
     from zoo.export import runtime as zruntime
+    from zoo.export import vectors as zvectors
     from zoo.export.metadata import base_metadata
     from zoo.targets import check_target
 
@@ -145,6 +146,7 @@ def export(
         purpose = f"for {' and '.join(needed)}" if needed else ""
         io = _target_io(target, config, module, data_info, lambda: job.program(purpose=purpose), needed, bool(active), log)
         job.metadata = base_metadata(plugin, target, io, source.sha256, config, data_info)
+        job.metadata[zvectors.KEY] = zvectors.write(out_dir, job)  # test vectors: written before any artifact names them
         for fmt in active:
             devices = [(name, dev) for name, dev, skip in device_plan if skip is None] if fmt.per_device else [("cpu", torch.device("cpu"))]
             for device_name, device in devices:

@@ -134,3 +134,28 @@ def one_line_error(r, code: int, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+def _native_runner(runtime: str, build_cache: Path) -> Path:
+    """The runner of a native runtime, built or installed once into the shared build cache; a
+    runtime that cannot work here fails the test: the runners are part of zoo."""
+    from zoo.export import runtimes
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_BUILD_CACHE", str(build_cache))
+        ok, reason = runtimes.available(runtime)
+        if not ok:
+            pytest.fail(f"the {runtime} runtime is part of zoo and must work on this machine: {reason}")
+        return runtimes.cpp_runner() if runtime == "cpp" else runtimes.node_runner()
+
+
+@pytest.fixture(scope="session")
+def zoo_run(build_cache) -> Path:
+    """The `zoo-run` executable (C++: TorchScript and .pt2)."""
+    return _native_runner("cpp", build_cache)
+
+
+@pytest.fixture(scope="session")
+def node_script(build_cache) -> Path:
+    """The Node runner's `zoo-run.js` (ONNX), with onnxruntime-node installed beside it."""
+    return _native_runner("node", build_cache)

@@ -1,7 +1,10 @@
-// A small JSON reader, enough for the `zoo.json` metadata that every zoo artifact carries.
-// Header-only so the runner and the examples need nothing beyond libtorch.
+// A small JSON reader, enough for the `zoo.json` metadata that every zoo artifact carries, and the
+// two helpers zoo-run writes its one-line summaries with. Header-only so the runner and the
+// examples need nothing beyond libtorch.
 #pragma once
 
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -206,5 +209,36 @@ class Parser {
 };
 
 inline Value parse(const std::string& text) { return Parser(text).parse_document(); }
+
+// `text` as a JSON string literal, quotes included.
+inline std::string quote(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
+          out += escaped;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// `value` as a JSON number (9 significant digits); NaN and infinities, which JSON lacks, as null.
+inline std::string number(double value) {
+  if (!std::isfinite(value)) return "null";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.9g", value);
+  return text;
+}
 
 }  // namespace zoo::json

@@ -44,9 +44,31 @@ inline std::string first_line(const std::string& message) {
   return message;
 }
 
+// What went wrong, in one line. An error inside the TorchScript interpreter reads "The following
+// operation failed in the TorchScript interpreter." then a TorchScript traceback (one or two: the
+// serialized code, the original code) whose frames are indented; the real cause, such as
+// "RuntimeError: index out of range in self", is the first unindented line after the last one.
+inline std::string error_cause(const std::string& message) {
+  std::istringstream lines(message);
+  std::string line, cause;
+  bool in_traceback = false;
+  while (std::getline(lines, line)) {
+    if (line.rfind("Exception raised from", 0) == 0) break;  // a C++ backtrace follows
+    if (line.rfind("Traceback of TorchScript", 0) == 0) {
+      in_traceback = true;
+      cause.clear();
+    } else if (in_traceback && cause.empty() && !line.empty() && line[0] != ' ' && line[0] != '\t' &&
+               line.find_first_not_of(" \t\r") != std::string::npos) {
+      cause = line;
+    }
+  }
+  while (!cause.empty() && (cause.back() == '\r' || cause.back() == ' ')) cause.pop_back();
+  return cause.empty() ? first_line(message) : cause;
+}
+
 inline std::string first_line(const std::exception& e) {
-  if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) return first_line(c10->what_without_backtrace());
-  return first_line(std::string(e.what()));
+  if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) return error_cause(c10->what_without_backtrace());
+  return error_cause(std::string(e.what()));
 }
 
 enum class Format { TorchScript, Pt2 };

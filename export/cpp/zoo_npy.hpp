@@ -1,4 +1,5 @@
-// Reading and writing NumPy `.npy` files (format versions 1-3, little-endian, C order) as torch tensors.
+// Reading and writing NumPy `.npy` files (format versions 1-3, little-endian, C order) as torch tensors,
+// and the SHA-256 that pins a test vector's bytes.
 // The format: magic "\x93NUMPY", version, header length, a Python-dict header
 // {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }, then the raw array bytes.
 #pragma once
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -96,9 +98,8 @@ inline std::vector<int64_t> parse_shape(const std::string& text, const std::stri
 
 }  // namespace detail
 
-inline torch::Tensor read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + " not found");
+// Parses .npy bytes from `in`; `path` names the file in errors.
+inline torch::Tensor read(std::istream& in, const std::string& path) {
   char magic[6] = {};
   in.read(magic, 6);
   if (!in || std::string(magic, 6) != "\x93NUMPY")
@@ -143,6 +144,64 @@ inline torch::Tensor read(const std::string& path) {
   if (in.gcount() != nbytes)
     throw Error(path + " is truncated: " + std::to_string(in.gcount()) + " of " + std::to_string(nbytes) + " data bytes");
   return tensor;
+}
+
+inline torch::Tensor read(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + " not found");
+  return read(in, path);
+}
+
+// The whole content of a file.
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + " not found");
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  if (in.bad()) throw Error("cannot read " + path);
+  return bytes.str();
+}
+
+// The SHA-256 (FIPS 180-4) of `data` as 64 lowercase hex digits: test vectors are pinned by it,
+// as `sha256sum` and Python's hashlib write it.
+inline std::string sha256(const std::string& data) {
+  static const uint32_t k[64] = {
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be,
+      0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa,
+      0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85,
+      0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3,
+      0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f,
+      0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
+  // Padding: a 1 bit, zeros up to 56 bytes mod 64, then the length in bits, big-endian.
+  std::string message = data;
+  message += static_cast<char>(0x80);
+  while (message.size() % 64 != 56) message += '\0';
+  uint64_t bits = static_cast<uint64_t>(data.size()) * 8;
+  for (int i = 7; i >= 0; --i) message += static_cast<char>((bits >> (8 * i)) & 0xFF);
+  for (size_t block = 0; block < message.size(); block += 64) {
+    uint32_t w[64];
+    for (int t = 0; t < 16; ++t) {
+      const auto* b = reinterpret_cast<const unsigned char*>(message.data() + block + 4 * t);
+      w[t] = (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | uint32_t(b[3]);
+    }
+    for (int t = 16; t < 64; ++t) {
+      uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
+      uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
+      w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int t = 0; t < 64; ++t) {
+      uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[t] + w[t];
+      uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      hh = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
+  }
+  char hex[65];
+  for (int i = 0; i < 8; ++i) std::snprintf(hex + 8 * i, 9, "%08x", h[i]);
+  return std::string(hex, 64);
 }
 
 // Writes `tensor` (any device, any layout) to `path` atomically: a partial file never has the final name.

@@ -35,6 +35,11 @@ function readNpy(path) {
   } catch (e) {
     throw new NpyError(e.code === 'ENOENT' ? `${path} not found` : `cannot read ${path}: ${e.message}`);
   }
+  return parseNpy(buf, path);
+}
+
+// The same from bytes already read (a test vector, whose sha256 is checked first); `path` names it in errors.
+function parseNpy(buf, path) {
   if (buf.length < 10 || buf[0] !== 0x93 || buf.toString('latin1', 1, 6) !== 'NUMPY') {
     throw new NpyError(`${path} is not a .npy file (write it with numpy.save)`);
   }
@@ -104,4 +109,4 @@ function writeNpy(path, dtypeName, shape, data) {
   fs.renameSync(tmp, path);
 }
 
-module.exports = { readNpy, writeNpy, NpyError, DTYPES };
+module.exports = { readNpy, parseNpy, writeNpy, NpyError, DTYPES };

@@ -3,23 +3,29 @@
 //
 //   node zoo-run.js MODEL.onnx [NAME=FILE.npy ...] [--inputs DIR] [--outputs DIR]
 //                   [--threads N] [--repeat N] [--warmup N] [--metadata]
+//   node zoo-run.js MODEL.onnx --self-test [--outputs DIR] [--threads N]
 //
 // Input NAME is read from NAME=FILE.npy when given, otherwise from DIR/NAME.npy (DIR defaults to
 // "."); each output is written to --outputs DIR/NAME.npy. Names, dtypes and shapes come from the
 // model's zoo.json metadata; an integer input outside its declared value_range is refused. On
 // success one JSON line on stdout describes the outputs (and, with --repeat N, the median latency
 // of N runs after the warm-up, excluding model load and file I/O).
+// --self-test runs the model on the test vectors its metadata names (seeded inputs and eager
+// PyTorch's outputs, .npy files beside it, pinned by sha256) and compares the outputs with the
+// stored tolerances: |got - expected| <= atol + rtol * |expected|, integers exactly. One JSON line
+// on stdout gives the verdict and the worst difference; exit 0 when every output matches, else 1.
 // Any failure prints one line "zoo-run-node: ..." on stderr; exit 1, or 2 for bad arguments.
 'use strict';
 
+const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
-const { readNpy, writeNpy, NpyError } = require('./npy');
+const { readNpy, parseNpy, writeNpy, NpyError } = require('./npy');
 const { onnxMetadata, NotOnnx } = require('./onnx-metadata');
 
 const USAGE =
   'usage: zoo-run-node MODEL.onnx [NAME=FILE.npy ...] [--inputs DIR] [--outputs DIR] ' +
-  '[--threads N] [--repeat N] [--warmup N] [--metadata]';
+  '[--threads N] [--repeat N] [--warmup N] [--metadata] [--self-test]';
 
 class UsageError extends Error {}
 class RunError extends Error {}
@@ -39,7 +45,19 @@ function parseCount(flag, text, minimum) {
 }
 
 function parseArgs(argv) {
-  const o = { model: null, inputsDir: '.', outputsDir: '.', inputFiles: {}, threads: 0, repeat: 0, warmup: -1, metadata: false };
+  const o = {
+    model: null,
+    inputsDir: '.',
+    outputsDir: '.',
+    inputFiles: {},
+    threads: 0,
+    repeat: 0,
+    warmup: -1,
+    metadata: false,
+    selfTest: false,
+    inputsGiven: false,
+    outputsGiven: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -49,12 +67,18 @@ function parseArgs(argv) {
     if (a === '-h' || a === '--help') {
       process.stdout.write(USAGE + '\n');
       process.exit(0);
-    } else if (a === '--inputs') o.inputsDir = value();
-    else if (a === '--outputs') o.outputsDir = value();
+    } else if (a === '--inputs') {
+      o.inputsDir = value();
+      o.inputsGiven = true;
+    } else if (a === '--outputs') {
+      o.outputsDir = value();
+      o.outputsGiven = true;
+    }
     else if (a === '--threads') o.threads = parseCount(a, value(), 1);
     else if (a === '--repeat') o.repeat = parseCount(a, value(), 1);
     else if (a === '--warmup') o.warmup = parseCount(a, value(), 0);
     else if (a === '--metadata') o.metadata = true;
+    else if (a === '--self-test') o.selfTest = true;
     else if (a === '--device') {
       const device = value();
       if (device !== 'cpu') throw new UsageError(`the Node runner runs on cpu only, not '${device}'`);
@@ -64,6 +88,11 @@ function parseArgs(argv) {
     else throw new UsageError(`unexpected argument '${a}' (inputs are given as NAME=FILE.npy)`);
   }
   if (o.model === null) throw new UsageError('no MODEL given');
+  if (o.selfTest && (o.inputsGiven || Object.keys(o.inputFiles).length > 0 || o.repeat > 0 || o.metadata)) {
+    throw new UsageError(
+      "--self-test reads the inputs the model's test vectors name; it takes no NAME=FILE, --inputs, --repeat or --metadata",
+    );
+  }
   if (o.warmup < 0) o.warmup = o.repeat > 0 ? 3 : 0;
   return o;
 }
@@ -128,9 +157,37 @@ function checkRange(spec, array) {
   }
 }
 
-// Reads every input named in the metadata and checks dtype, rank, fixed dimensions, equal sizes
-// for equally named dynamic dimensions, and integers inside their value_range. Returns
-// {name: {dtype, shape, data}}.
+// Checks one input against its spec: dtype, rank, fixed dimensions, equal sizes for equally named
+// dynamic dimensions (`namedDims` remembers them across the inputs), integers inside their value_range.
+function checkInput(spec, array, namedDims) {
+  const want = spec.shape || [];
+  if (array.dtype !== spec.dtype) throw new RunError(`input '${spec.name}' must be ${spec.dtype}, got ${array.dtype}`);
+  if (array.shape.length !== want.length) {
+    throw new RunError(
+      `input '${spec.name}' must have shape ${shapeText(want)} (rank ${want.length}), got ${shapeText(array.shape)}`,
+    );
+  }
+  want.forEach((dim, d) => {
+    const size = array.shape[d];
+    if (typeof dim === 'number') {
+      if (size !== dim) {
+        throw new RunError(
+          `input '${spec.name}' must have shape ${shapeText(want)}, got ${shapeText(array.shape)} (dimension ${d} must be ${dim})`,
+        );
+      }
+      return;
+    }
+    if (size < 1) throw new RunError(`input '${spec.name}' has an empty '${dim}' dimension`);
+    const seen = namedDims[dim];
+    if (seen && seen.size !== size) {
+      throw new RunError(`input '${spec.name}' has ${dim} ${size} but input '${seen.input}' has ${dim} ${seen.size}`);
+    }
+    namedDims[dim] = seen || { size, input: spec.name };
+  });
+  checkRange(spec, array);
+}
+
+// Reads every input named in the metadata and checks it (`checkInput`). Returns {name: {dtype, shape, data}}.
 function readInputs(specs, o) {
   for (const name of Object.keys(o.inputFiles)) {
     if (!specs.some((s) => s.name === name)) {
@@ -151,44 +208,178 @@ function readInputs(specs, o) {
       if (e instanceof NpyError) throw new RunError(`input '${spec.name}': ${e.message}`);
       throw e;
     }
-    const want = spec.shape || [];
-    if (array.dtype !== spec.dtype) throw new RunError(`input '${spec.name}' must be ${spec.dtype}, got ${array.dtype}`);
-    if (array.shape.length !== want.length) {
-      throw new RunError(
-        `input '${spec.name}' must have shape ${shapeText(want)} (rank ${want.length}), got ${shapeText(array.shape)}`,
-      );
-    }
-    want.forEach((dim, d) => {
-      const size = array.shape[d];
-      if (typeof dim === 'number') {
-        if (size !== dim) {
-          throw new RunError(
-            `input '${spec.name}' must have shape ${shapeText(want)}, got ${shapeText(array.shape)} (dimension ${d} must be ${dim})`,
-          );
-        }
-        return;
-      }
-      if (size < 1) throw new RunError(`input '${spec.name}' has an empty '${dim}' dimension`);
-      const seen = namedDims[dim];
-      if (seen && seen.size !== size) {
-        throw new RunError(`input '${spec.name}' has ${dim} ${size} but input '${seen.input}' has ${dim} ${seen.size}`);
-      }
-      namedDims[dim] = seen || { size, input: spec.name };
-    });
-    checkRange(spec, array);
+    checkInput(spec, array, namedDims);
     arrays[spec.name] = array;
   }
   return arrays;
 }
 
-async function main(o) {
-  const { text, meta } = loadMetadata(o.model);
-  if (o.metadata) {
-    process.stdout.write(text + '\n');
-    return;
-  }
-  const arrays = readInputs(meta.inputs, o);
+// ------------------------------------------------------------------------------------ --self-test
 
+// A test vector's array, read from beside the model after its bytes are checked against the metadata.
+function readVector(model, entry) {
+  const rel = String(entry.path || '');
+  const parts = rel.split(/[\\/]/);
+  if (!rel || path.isAbsolute(rel) || parts.includes('..')) {
+    throw new RunError(`the metadata names test vector '${rel}', which is not a path inside the export directory`);
+  }
+  const file = path.join(path.dirname(model), rel);
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) {
+    throw new RunError(`test vector ${file} not found: copy the export's ${parts[0]}/ directory beside ${path.basename(model)}`);
+  }
+  const bytes = fs.readFileSync(file);
+  const actual = crypto.createHash('sha256').update(bytes).digest('hex');
+  if (actual !== entry.sha256) {
+    const [got, recorded] = [actual.slice(0, 12), String(entry.sha256).slice(0, 12)];
+    throw new RunError(`test vector ${file} was modified after export (sha256 ${got}..., the metadata says ${recorded}...)`);
+  }
+  try {
+    return parseNpy(bytes, file);
+  } catch (e) {
+    if (e instanceof NpyError) throw new RunError(`test vector ${e.message}`);
+    throw e;
+  }
+}
+
+function vectorsNamed(section, kind) {
+  if (!Array.isArray(section[kind])) throw new RunError(`the model's test_vectors metadata lists no ${kind}`);
+  return section[kind];
+}
+
+// IEEE half-precision bits -> number (ONNX Runtime for Node and npy.js hold float16 as raw bits).
+function halfToFloat(bits) {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * 2 ** -14 * (fraction / 1024);
+  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
+  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+}
+
+const FLOAT_DTYPES = new Set(['float32', 'float64', 'float16']);
+
+// How one output ({dtype, shape, data}) compares with its vector. `ratio` is the worst
+// |diff| / (atol + rtol * |expected|): above 1 fails (for integers any difference is infinitely over).
+function compareOutput(name, got, want, rtol, atol) {
+  const v = { name, passed: true, reason: '', maxAbs: 0, maxRel: 0, ratio: 0, index: [], got: 0, expected: 0, allowed: 0 };
+  if (shapeText(got.shape) !== shapeText(want.shape)) {
+    return { ...v, passed: false, reason: `output '${name}' has shape ${shapeText(got.shape)}, its test vector ${shapeText(want.shape)}` };
+  }
+  if (got.dtype !== want.dtype) return { ...v, passed: false, reason: `output '${name}' is ${got.dtype}, its test vector ${want.dtype}` };
+  const floating = FLOAT_DTYPES.has(want.dtype);
+  const value = want.dtype === 'float16' ? (x) => halfToFloat(x) : (x) => Number(x);
+  let worst = -1;
+  for (let i = 0; i < want.data.length; i++) {
+    const g = value(got.data[i]);
+    const w = value(want.data[i]);
+    if (Number.isNaN(g) !== Number.isNaN(w)) {
+      return { ...v, passed: false, reason: `output '${name}' is NaN where its test vector is not (or the reverse)` };
+    }
+    const same = Number.isNaN(w) || got.data[i] === want.data[i] || g === w; // BigInts compare exactly
+    const diff = same ? 0 : Math.abs(g - w);
+    const scale = Number.isNaN(w) ? 0 : Math.abs(w);
+    const allowed = floating ? atol + rtol * scale : 0;
+    let ratio = 0;
+    if (!same) ratio = !floating ? Infinity : allowed > 0 ? diff / allowed : diff > 0 ? Infinity : 0;
+    if (!same && (!floating || !(diff <= allowed))) v.passed = false;
+    v.maxAbs = Math.max(v.maxAbs, diff);
+    if (floating && scale > atol) v.maxRel = Math.max(v.maxRel, diff / scale);
+    if (worst < 0 || ratio > v.ratio) {
+      worst = i;
+      Object.assign(v, { ratio, got: g, expected: w, allowed });
+    }
+  }
+  // The flat position of the worst element as an index into the shape.
+  let rest = Math.max(worst, 0);
+  v.index = want.shape.map(() => 0);
+  for (let d = want.shape.length - 1; d >= 0; d--) {
+    v.index[d] = rest % want.shape[d];
+    rest = Math.floor(rest / want.shape[d]);
+  }
+  return v;
+}
+
+// `x` as C's printf("%.6g") writes it, so both runners word their lines alike (1e-05, 0.000119062).
+function shortNumber(x) {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? 'nan' : x > 0 ? 'inf' : '-inf';
+  if (x === 0) return '0';
+  const strip = (digits) => (digits.includes('.') ? digits.replace(/\.?0+$/, '') : digits);
+  const exponent = Math.floor(Math.log10(Math.abs(x)));
+  if (exponent >= -4 && exponent < 6) return strip(x.toPrecision(6));
+  const [mantissa, power] = x.toExponential(5).split('e');
+  return `${strip(mantissa)}e${power[0] === '-' ? '-' : '+'}${power.replace(/^[-+]/, '').padStart(2, '0')}`;
+}
+
+async function selfTest(o, meta) {
+  const section = meta.test_vectors;
+  const name = path.basename(o.model);
+  if (!section || typeof section !== 'object') {
+    throw new RunError(`${name} names no test vectors in its metadata: export it again with \`zoo export\` to self-test it`);
+  }
+  const tolerance = (key, fallback) => {
+    if (typeof section[key] === 'number') return section[key];
+    return typeof meta[key] === 'number' ? meta[key] : fallback;
+  };
+  const rtol = tolerance('rtol', 1e-4);
+  const atol = tolerance('atol', 1e-5);
+
+  const arrays = {};
+  for (const entry of vectorsNamed(section, 'inputs')) arrays[entry.name] = readVector(o.model, entry);
+  const expected = {};
+  for (const entry of vectorsNamed(section, 'outputs')) expected[entry.name] = readVector(o.model, entry);
+  for (const spec of meta.outputs) {
+    if (!expected[spec.name]) throw new RunError(`the model's test vectors have no output '${spec.name}'`);
+  }
+  const namedDims = {};
+  for (const spec of meta.inputs) {
+    if (!arrays[spec.name]) throw new RunError(`the model's test vectors have no input '${spec.name}'`);
+    checkInput(spec, arrays[spec.name], namedDims);
+  }
+
+  const session = await openSession(o);
+  const { results } = await runSession(session, o, meta, arrays);
+  if (o.outputsGiven) writeOutputs(o, meta, results);
+
+  const verdicts = meta.outputs.map((spec) => {
+    const t = results[spec.name];
+    return compareOutput(spec.name, { dtype: t.type, shape: Array.from(t.dims, Number), data: t.data }, expected[spec.name], rtol, atol);
+  });
+  const worst = verdicts.find((v) => v.reason) || verdicts.reduce((a, b) => (b.ratio > a.ratio ? b : a));
+  const passed = verdicts.every((v) => v.passed);
+  const maxAbs = Math.max(...verdicts.map((v) => v.maxAbs));
+  const maxRel = Math.max(...verdicts.map((v) => v.maxRel));
+  const summary = {
+    runtime: 'node',
+    format: 'onnx',
+    device: 'cpu',
+    self_test: passed ? 'passed' : 'failed',
+    rtol,
+    atol,
+    max_abs: maxAbs,
+    max_rel: maxRel,
+    worst: worst.reason ? { output: worst.name } : { output: worst.name, index: worst.index, got: worst.got, expected: worst.expected },
+    outputs: verdicts.map((v, i) => {
+      const t = results[meta.outputs[i].name];
+      const shape = Array.from(t.dims, Number);
+      const row = { name: v.name, shape, dtype: t.type, max_abs: v.maxAbs, max_rel: v.maxRel, passed: v.passed };
+      return v.reason ? { ...row, reason: v.reason } : row;
+    }),
+  };
+  process.stdout.write(JSON.stringify(summary) + '\n');
+  if (passed) return;
+  const diff = Math.abs(worst.got - worst.expected);
+  const why =
+    worst.reason ||
+    `output '${worst.name}' differs from its test vector at [${worst.index.join(', ')}]: got ${shortNumber(worst.got)}, ` +
+      `expected ${shortNumber(worst.expected)} (|diff| ${shortNumber(diff)} > ${shortNumber(worst.allowed)} ` +
+      `= atol ${shortNumber(atol)} + rtol ${shortNumber(rtol)} x |expected|)`;
+  process.stderr.write(`zoo-run-node: self-test failed: ${why}; max_abs ${shortNumber(maxAbs)}, max_rel ${shortNumber(maxRel)}\n`);
+  process.exitCode = 1;
+}
+
+// ------------------------------------------------------------------------------------ main
+
+async function openSession(o) {
   // Loaded only now, so that argument and file errors need no native module.
   const ort = require('onnxruntime-node');
   ort.env.logLevel = 'error';
@@ -200,6 +391,13 @@ async function main(o) {
   } catch (e) {
     throw new RunError(`cannot load ${path.basename(o.model)}: ${firstLine(e.message)}`);
   }
+  return session;
+}
+
+// Runs `session` on `arrays` ({name: {dtype, shape, data}}): `warmup` untimed runs, then `repeat`
+// (at least one) timed ones. Returns the last run's outputs by name, and the times in ms.
+async function runSession(session, o, meta, arrays, warmup = 0, repeat = 1) {
+  const ort = require('onnxruntime-node');
   const feeds = {};
   for (const spec of meta.inputs) {
     const a = arrays[spec.name];
@@ -213,16 +411,19 @@ async function main(o) {
       throw new RunError(`running ${path.basename(o.model)} failed: ${firstLine(e.message)}`);
     }
   };
-
   let results;
-  for (let i = 0; i < o.warmup; i++) results = await runOnce();
+  for (let i = 0; i < warmup; i++) results = await runOnce();
   const timesMs = [];
-  for (let i = 0; i < Math.max(o.repeat, 1); i++) {
+  for (let i = 0; i < Math.max(repeat, 1); i++) {
     const start = process.hrtime.bigint();
     results = await runOnce();
     timesMs.push(Number(process.hrtime.bigint() - start) / 1e6);
   }
+  return { results, timesMs };
+}
 
+// Writes each output to --outputs DIR/NAME.npy; returns what was written.
+function writeOutputs(o, meta, results) {
   fs.mkdirSync(o.outputsDir, { recursive: true });
   const written = [];
   for (const spec of meta.outputs) {
@@ -231,7 +432,23 @@ async function main(o) {
     writeNpy(path.join(o.outputsDir, `${spec.name}.npy`), t.type, dims, t.data);
     written.push({ name: spec.name, shape: dims, dtype: t.type });
   }
-  const summary = { runtime: 'node', format: 'onnx', device: 'cpu', outputs: written };
+  return written;
+}
+
+async function main(o) {
+  const { text, meta } = loadMetadata(o.model);
+  if (o.metadata) {
+    process.stdout.write(text + '\n');
+    return;
+  }
+  if (o.selfTest) {
+    await selfTest(o, meta);
+    return;
+  }
+  const arrays = readInputs(meta.inputs, o);
+  const session = await openSession(o);
+  const { results, timesMs } = await runSession(session, o, meta, arrays, o.warmup, o.repeat);
+  const summary = { runtime: 'node', format: 'onnx', device: 'cpu', outputs: writeOutputs(o, meta, results) };
   if (o.repeat > 0) {
     timesMs.sort((a, b) => a - b);
     const n = timesMs.length;
