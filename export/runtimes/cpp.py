@@ -32,7 +32,9 @@ def build_dir() -> Path:
     import torch.utils
 
     torch_root = Path(torch.utils.cmake_prefix_path).parents[1]
-    return build_cache() / f"zoo-run-{hash_files(SOURCE, _sources(), [torch.__version__, str(torch_root)])}"
+    # The recipe (this module: what is built and kept) is part of the key, beside the sources.
+    recipe = Path(__file__).read_bytes().decode(errors="replace")
+    return build_cache() / f"zoo-run-{hash_files(SOURCE, _sources(), [torch.__version__, str(torch_root), recipe])}"
 
 
 class Cpp(NativeRuntime):
@@ -91,7 +93,7 @@ class Cpp(NativeRuntime):
                 shutil.copyfile(log, kept)
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise ZooError(f"building zoo-run failed: {first_error(kept)} (full log: {kept})")
-        for program in ("zoo-run", "generate_image"):
+        for program in ("zoo-run", "generate_image", "generate_text"):
             if (cmake_build / program).is_file():
                 shutil.copy2(cmake_build / program, tmp / program)
         # The executables find libtorch through an absolute rpath, so the object files can go.
