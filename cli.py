@@ -260,6 +260,12 @@ def info_command(plugin_name: str, as_json: bool) -> None:
             notes.append("parity at " + ", ".join(f"{axis} {sizes}" for axis, sizes in t["axis_sizes"].items()))
         if t.get("max_sizes"):
             notes.append("at most " + ", ".join(f"{axis} {size}" for axis, size in t["max_sizes"].items()))
+        if t.get("task_check"):
+            task = t["task_check"]
+            agree = ""
+            if task.get("decisions"):
+                agree = f"; {task['decisions']}" + ("" if task["min_agreement"] is None else f", {task['min_agreement']:.0%} agreeing")
+            notes.append(f"task parity: {task['metric']} within {task['max_change']:g} relative{agree} ({task.get('description', '')})")
         for note in notes:
             click.echo(f"    {note}")
 

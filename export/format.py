@@ -141,6 +141,24 @@ class Format:
         """Write `job`'s target to `path` (atomically) for `device`; return its metadata."""
         raise NotImplementedError
 
+    def skip_reason(self, device: str) -> str | None:
+        """Why files of this format cannot run on `device` ("cpu", "cuda") in this
+        process (a library built without that device), or None. Such checks are skipped
+        with the reason, never failed and never passed."""
+        return None
+
+    def training_ops(self, job: ExportJob, path: Path, device: torch.device) -> list[str]:
+        """Operations in the written file that belong only in training (dropout still
+        dropping, batch norm using the batch's statistics, random sampling), each named
+        with its module (`zoo.export.graph_checks`); [] when there are none. A format
+        that cannot look inside its files returns []: parity's repeated calls remain."""
+        return []
+
+    def intermediate_values(self, path: Path, trace: list, inputs: Sequence[Any], input_names: Sequence[str]) -> list:
+        """For localizing a parity failure (`zoo.export.localize`): the artifact's value of
+        each submodule output in `trace` (eager `Seen` records), as (seen, value, op)."""
+        raise ZooError(f"{self.name} files do not expose their intermediate values; this artifact cannot be localized")
+
     def sniff(self, probe: Probe) -> bool:
         """Whether the probed file is one of this format's, judged by content."""
         raise NotImplementedError

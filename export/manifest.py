@@ -31,7 +31,64 @@ def read(directory: Path) -> dict[str, Any]:
         raise ZooError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list) or "plugin" not in manifest:
         raise ZooError(f"{path} is not a zoo export manifest (no plugin/artifacts)")
+    problem = _problem(directory, manifest)
+    if problem:
+        raise ZooError(f"{path}: {problem} (edited by hand? export again to rewrite it)")
     return manifest
+
+
+def _is_number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _problem(directory: Path, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's shape, in words (None: nothing): every value zoo
+    will use is of the kind it must be, and every path stays inside the directory."""
+    from zoo.export import format as zformat
+
+    if not isinstance(manifest["plugin"], str) or not manifest["plugin"]:
+        return f"plugin must be a plugin's name, not {manifest['plugin']!r}"
+    if "source" in manifest and not isinstance(manifest["source"], dict):
+        return "source must be an object saying where the weights came from"
+    sizes = manifest.get("batch_sizes")
+    if sizes is not None and (
+        not isinstance(sizes, list) or not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes)
+    ):
+        return f"batch_sizes must be a list of integers of at least 1, not {sizes!r}"
+    skipped = manifest.get("skipped_formats")
+    if skipped is not None and (
+        not isinstance(skipped, list)
+        or not all(isinstance(s, dict) and all(isinstance(s.get(k), str) for k in ("target", "format", "reason")) for s in skipped)
+    ):
+        return "skipped_formats must be a list of objects with target, format and reason"
+    known = zformat.names()
+    for index, record in enumerate(manifest["artifacts"]):
+        if not isinstance(record, dict):
+            return f"artifact {index} must be an object, not {type(record).__name__}"
+        name = record.get("path") if isinstance(record.get("path"), str) else f"artifact {index}"
+        if not isinstance(record.get("path"), str) or not record["path"]:
+            return f"artifact {index} has no path (a relative file name)"
+        if inside(directory, record["path"]) is None:
+            return f"artifact path {record['path']!r} is outside {directory}"
+        if not _is_sha256(record.get("sha256")):
+            return f"{name} has no sha256 (64 hex digits), it has {record.get('sha256')!r}"
+        if not isinstance(record.get("target"), str):
+            return f"{name} names no target"
+        if record.get("format") not in known:
+            return f"{name} is in format {record.get('format')!r}, which is not installed (installed: {', '.join(known)})"
+        for key in ("rtol", "atol"):
+            if not _is_number(record.get(key)):
+                return f"{name}: {key} must be a number of at least 0, not {record.get(key)!r}"
+        for entry in zvectors.files(record.get(zvectors.KEY)) if isinstance(record.get(zvectors.KEY), dict) else []:
+            if not isinstance(entry, dict) or inside(directory, entry.get("path")) is None or not _is_sha256(entry.get("sha256")):
+                return f"{name}: a test vector entry has no path inside {directory} or no sha256"
+    return None
 
 
 def check_artifacts(directory: Path, manifest: dict[str, Any]) -> None:
@@ -50,7 +107,25 @@ def check_artifacts(directory: Path, manifest: dict[str, Any]) -> None:
                 f"artifact {path} was modified after export (sha256 {actual[:12]}..., {MANIFEST} says {record['sha256'][:12]}...); "
                 "refusing to verify it"
             )
+        _check_tolerances(path, record)
         zvectors.check(directory, record.get(zvectors.KEY), MANIFEST)
+
+
+def _check_tolerances(path: Path, record: dict[str, Any]) -> None:
+    """The tolerances parity uses are the artifact's own (its sha256 covers them): an
+    export.json that says otherwise was edited, and is refused rather than obeyed."""
+    from zoo.export import format as zformat
+
+    try:
+        embedded = zformat.get(record["format"]).read_metadata(path)
+    except Exception:  # noqa: BLE001 - an unreadable file fails its parity rows, saying why
+        return
+    for key in ("rtol", "atol"):
+        if key in embedded and float(embedded[key]) != float(record[key]):
+            raise ZooError(
+                f"{MANIFEST} says {key} {record[key]:g} for {path.name}, the artifact says {float(embedded[key]):g}: "
+                f"{MANIFEST} was edited; export again"
+            )
 
 
 def artifact_record(directory: Path, path: Path, metadata: dict[str, Any], seconds: float, record_keys: tuple[str, ...]) -> dict[str, Any]:
@@ -133,9 +208,10 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
-def overall_passed(rows: list[dict[str, Any]]) -> bool:
+def overall_passed(rows: list[dict[str, Any]], task_rows: list[dict[str, Any]] = ()) -> bool:
+    """At least one parity check ran and none failed, and no task-parity row failed."""
     ran = [r for r in rows if r["status"] != "skipped"]
-    return bool(ran) and all(r["passed"] for r in ran)
+    return bool(ran) and all(r["passed"] for r in ran) and all(r["status"] != "failed" for r in task_rows)
 
 
 def _key(record: dict[str, Any]) -> tuple:
@@ -185,5 +261,54 @@ def merge_previous(
         "artifacts": kept + new["artifacts"],
         "parity": sort_rows([r for r in old.get("parity", []) if of_kept(r)] + new["parity"]),
         "latency": [r for r in old.get("latency", []) if of_kept(r)] + new["latency"],
+        "task_parity": [r for r in old.get("task_parity", []) if of_kept(r)] + new.get("task_parity", []),
         "skipped_formats": skipped + new["skipped_formats"],
     }
+
+
+def describe_source(source: Any) -> str:
+    """Where an export's weights came from, in words (from its `source` record)."""
+    if not isinstance(source, dict):
+        return "from an unknown source"
+    kind = source.get("kind")
+    if kind == "checkpoint":
+        return f"from checkpoint {source.get('path')}"
+    if kind == "weights":
+        return f"from weights {source.get('name') or source.get('path')}"
+    if kind == "random-init":
+        return f"random init, seed {source.get('seed')}"
+    return "from an unknown source"
+
+
+def inside(directory: Path, relative: Any) -> Path | None:
+    """`directory / relative` when `relative` is a relative path that stays inside `directory`, else None."""
+    if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
+        return None
+    path = (directory / relative).resolve()
+    root = directory.resolve()
+    return path if path == root or root in path.parents else None
+
+
+def remove_export(directory: Path, manifest: dict[str, Any] | None) -> int:
+    """Remove the files an export wrote (its artifacts, their test vectors and export.json),
+    leaving anything else in the directory; returns how many were removed."""
+    records = (manifest or {}).get("artifacts") or []
+    paths = []
+    for record in records if isinstance(records, list) else []:
+        if not isinstance(record, dict):
+            continue
+        paths.append(record.get("path"))
+        paths += [entry.get("path") for entry in zvectors.files(record.get(zvectors.KEY)) if isinstance(entry, dict)]
+    removed = 0
+    for relative in [*paths, MANIFEST]:
+        path = inside(directory, relative)
+        if path is not None and path.is_file():
+            path.unlink()
+            removed += 1
+    vectors = directory / zvectors.DIRECTORY
+    for folder in sorted((p for p in vectors.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) if vectors.is_dir() else []:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if vectors.is_dir() and not any(vectors.iterdir()):
+        vectors.rmdir()
+    return removed

@@ -17,7 +17,7 @@ from zoo.errors import UsageError, ZooError
 from zoo.export import format as zformat
 from zoo.export import manifest as zmanifest
 from zoo.export import runtime as zruntime
-from zoo.plugin import ExportTarget, Plugin
+from zoo.plugin import BATCH_AXIS, ExportTarget, Plugin
 
 NO_CUDA = "no CUDA device (torch.cuda.is_available() is False)"
 DevicePlan = list[tuple[str, Any, str | None]]
@@ -59,15 +59,60 @@ class Case:
 
 
 def parity_cases(target: ExportTarget, config: Any, batch_sizes: Sequence[int]) -> list[Case]:
+    """Every batch size (and the largest batch the target declares) at the export sizes,
+    then each other valid size of each other axis at the smallest batch."""
     export_sizes = target.axes(config)
-    cases = [Case(b, tuple(export_sizes.items())) for b in batch_sizes]
-    smallest = min(batch_sizes)
+    largest = target.max_sizes_of(config).get(BATCH_AXIS)
+    sizes = sorted({*batch_sizes, *([largest] if largest else [])} - ({b for b in batch_sizes if b > largest} if largest else set()))
+    cases = [Case(b, tuple(export_sizes.items())) for b in sizes]
+    smallest = min(sizes)
     for axis, sizes in target.sizes_of_axes(config).items():
         for size in sizes[1:]:
             case = Case(smallest, tuple({**export_sizes, axis: size}.items()))
             if case not in cases:
                 cases.append(case)
     return cases
+
+
+def repeat_verdicts(outputs: list[list[Any]], names: Sequence[str], rtol: float, atol: float) -> list[dict[str, Any]]:
+    """A failing verdict when calls on the same input disagree beyond the tolerance."""
+    from zoo.export.parity import compare
+
+    for later in outputs[1:]:
+        verdict = compare(outputs[0], later, names, names, rtol, atol)
+        if not verdict["passed"]:
+            return [
+                {
+                    **verdict,
+                    "passed": False,
+                    "reason": f"two calls on the same input differ ({verdict['reason']}): the graph is not a pure function of its "
+                    "inputs (dropout in training mode, or sampling inside it?)",
+                }
+            ]
+    return []
+
+
+def name_frozen_axes(rows: list[dict[str, Any]], target: ExportTarget, config: Any, cases: list[Case]) -> list[dict[str, Any]]:
+    """Where every check at the export sizes passed and a check at another size of one
+    axis failed, say that the axis behaves as if fixed: the exporter froze it."""
+    export_sizes = target.axes(config)
+    at_export = [r for r, c in zip(rows, cases) if c.sizes == export_sizes]
+    if not at_export or not all(r["passed"] for r in at_export):
+        return rows
+    holders = {axis: (spec.name, dim) for spec in target.inputs for dim, axis in dict(target.dynamic_dims.get(spec.name, {})).items()}
+    out = []
+    for r, case in zip(rows, cases):
+        changed = [axis for axis, size in case.sizes.items() if export_sizes.get(axis) != size]
+        if r["passed"] is False and len(changed) == 1 and changed[0] in holders:
+            axis = changed[0]
+            tensor = holders[axis][0]
+            note = (
+                f"axis {axis!r} of input {tensor!r} behaves as if fixed at {export_sizes[axis]}: every check at "
+                f"{axis}={export_sizes[axis]} passes, at {axis}={case.sizes[axis]} this fails"
+            )
+            r = {**r, "reason": f"{note} ({r['reason']})" if r["reason"] else note}
+        out.append(r)
+    return out
 
 
 def resolve_runtimes(names: Sequence[str]) -> list[zruntime.Runtime]:
@@ -88,14 +133,14 @@ def _worst(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
     return max(verdicts, key=lambda v: (v.get("max_abs") or 0.0, v.get("max_rel") or 0.0))
 
 
-def _format_of(record: dict[str, Any]) -> zformat.Format | None:
+def record_format(record: dict[str, Any]) -> zformat.Format | None:
     try:
         return zformat.get(record["format"])
     except ZooError:
         return None
 
 
-def _runs_on(record: dict[str, Any], fmt: zformat.Format | None, device_name: str) -> bool:
+def runs_on(record: dict[str, Any], fmt: zformat.Format | None, device_name: str) -> bool:
     """Whether this artifact exists for the device at all (a per-device one holds code for one)."""
     return fmt is None or not fmt.per_device or record.get("device") == device_name
 
@@ -146,7 +191,7 @@ def run_parity(
                     zmanifest.row(record, runtime.name, device_name, None, reason=skip)
                     for record in target_records
                     for runtime in chosen
-                    if runtime.runs(record["format"]) and _runs_on(record, _format_of(record), device_name)
+                    if runtime.runs(record["format"]) and runs_on(record, record_format(record), device_name)
                 ]
                 continue
             if device_name not in models:
@@ -161,8 +206,8 @@ def run_parity(
                 expected = {c: tuple(o.detach().cpu().numpy() for o in eager(inputs_at[c])) for c in cases}
                 times: dict[tuple[int, int], tuple[str, str | None, float]] = {}
                 for record in target_records:
-                    fmt = _format_of(record)
-                    if not _runs_on(record, fmt, device_name):
+                    fmt = record_format(record)
+                    if not runs_on(record, fmt, device_name):
                         continue
                     for rank, runtime in enumerate(chosen):
                         if not runtime.runs(record["format"]):
@@ -172,7 +217,7 @@ def run_parity(
                             batch, axes = (None, None) if case is None else (case.batch, case.sizes)
                             return zmanifest.row(record, runtime.name, device_name, batch, axes, **fields)
 
-                        reason = runtime.skip_reason(device_name)
+                        reason = runtime.skip_reason(device_name) or (runtime.format_skip_reason(fmt, device_name) if fmt else None)
                         if reason is not None:
                             rows.append(row(None, reason=reason))
                             continue
@@ -184,17 +229,23 @@ def run_parity(
                         except ZooError as exc:
                             rows += [row(c, passed=False, reason=str(exc)) for c in cases]
                             continue
-                        for case in cases:
-                            verdicts = []
-                            for _ in range(runtime.checks_per_case(fmt)):
+                        artifact_rows = []
+                        for index, case in enumerate(cases):
+                            verdicts, outputs = [], []
+                            # The first case runs at least twice: an inference graph gives the same
+                            # output for the same input (dropout or sampling left inside does not).
+                            for _ in range(max(2 if index == 0 else 1, runtime.checks_per_case(fmt))):
                                 try:
                                     got = session.run(inputs_at[case])
+                                    outputs.append(list(got.values()))
                                     verdicts.append(
                                         compare(expected[case], list(got.values()), output_names, list(got), record["rtol"], record["atol"])
                                     )
                                 except ZooError as exc:
                                     verdicts.append({"passed": False, "reason": str(exc)})
-                            rows.append(row(case, **_worst(verdicts)))
+                            verdicts += repeat_verdicts(outputs, output_names, record["rtol"], record["atol"])
+                            artifact_rows.append(row(case, **_worst(verdicts)))
+                        rows += name_frozen_axes(artifact_rows, target, config, cases)
                         if latency:
                             try:
                                 ms = session.latency_ms(latency_inputs)

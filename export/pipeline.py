@@ -56,6 +56,45 @@ def resolve_formats(names: Sequence[str] | None) -> list[zformat.Format]:
     return [f for f in zformat.installed() if f.name in chosen]
 
 
+def claim_out_dir(out_dir: Path, plugin: Plugin, source: Any, overwrite: bool, log: Log) -> None:
+    """Refuse (or, with `overwrite`, clear) a directory holding an export of other weights;
+    remove temp files a killed export left."""
+    from zoo import locks
+
+    for temp in locks.stale_temps(out_dir):
+        temp.unlink(missing_ok=True)
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return
+    try:
+        old = zmanifest.read(out_dir)
+        same = old.get("plugin") == plugin.name and (old.get("source") or {}).get("state_sha256") == source.state_sha256
+        what = f"plugin {old.get('plugin')}, {zmanifest.describe_source(old.get('source'))}"
+    except ZooError:
+        old, same, what = None, False, "an export.json zoo cannot read"
+    if same:
+        return  # the same weights: this export adds to it (e.g. a later --pt2)
+    if not overwrite:
+        raise UsageError(
+            f"--out {out_dir} holds an export of other weights ({what}); pass --overwrite to replace it, or choose another --out"
+        )
+    removed = zmanifest.remove_export(out_dir, old)
+    log(f"--overwrite: removed the previous export in {out_dir} ({removed} files)")
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Remove a directory this export created, if it holds nothing but zoo's lock file."""
+    from zoo import locks
+
+    try:
+        leftover = [p for p in directory.iterdir() if p.name != locks.LOCK_FILE]
+        if not leftover:
+            (directory / locks.LOCK_FILE).unlink(missing_ok=True)
+            directory.rmdir()
+    except OSError:
+        pass
+
+
 def _target_io(
     target: ExportTarget,
     config: Any,
@@ -94,25 +133,27 @@ def export(
     formats: Sequence[str] | None = None,
     out_dir: Path,
     opset: int | None = None,
-    batch_sizes: Sequence[int] = (1, 4),
+    batch_sizes: Sequence[int] = (1, 2, 5),
     device_plan: DevicePlan | None = None,
     export_batch: int = 2,
     latency: bool = True,
     data_info: Any = None,
+    task_parity: bool = True,
+    data: str | None = None,
+    overwrite: bool = False,
     log: Log = _quiet_log,
 ) -> dict[str, Any]:
     """Write every (target, format) artifact into `out_dir`, run parity, write and
     return the manifest (`export.json`). A format a target opts out of
-    (`skip_formats`) is listed as skipped with the target's reason."""
-    import torch
+    (`skip_formats`) is listed as skipped with the target's reason. With
+    `task_parity`, every target with a `task_check` is also judged on the validation
+    split of `data` (default: the plugin's dataset) through eager PyTorch and each
+    artifact (`zoo.export.task_parity`).
 
-    from zoo import config as zconfig
-    from zoo import versions
-    from zoo.checkpoint import write_json
-    from zoo.export import runtime as zruntime
-    from zoo.export import vectors as zvectors
-    from zoo.export.metadata import base_metadata
-    from zoo.targets import check_target
+    `out_dir` is locked while the export writes. A directory holding an export of other
+    weights (or another plugin) is refused unless `overwrite`, which first removes that
+    export's files (files of your own stay); an export of the same weights is added to."""
+    from zoo import locks
 
     if not plugin.export_targets:
         raise UsageError(f"plugin {plugin.name!r} declares no export targets")
@@ -124,7 +165,63 @@ def export(
     options: dict[str, Any] = {}
     for fmt in fmts:
         options.update(fmt.prepare({"opset": opset}))
+    created = not out_dir.exists()
     out_dir = prepare_out_dir(out_dir)
+    try:
+        with locks.hold(out_dir, f"zoo export {plugin.name}"):
+            claim_out_dir(out_dir, plugin, source, overwrite, log)
+            return _export_into(
+                plugin,
+                model,
+                config,
+                source,
+                chosen,
+                fmts,
+                out_dir,
+                options,
+                batch_sizes,
+                device_plan,
+                export_batch,
+                latency,
+                data_info,
+                task_parity,
+                data,
+                log,
+            )
+    except BaseException:
+        if created:
+            _remove_if_empty(out_dir)  # a failed first export leaves no directory behind
+        raise
+
+
+def _export_into(
+    plugin: Plugin,
+    model: Any,
+    config: Any,
+    source: Any,
+    chosen: list[ExportTarget],
+    fmts: list[zformat.Format],
+    out_dir: Path,
+    options: dict[str, Any],
+    batch_sizes: Sequence[int],
+    device_plan: DevicePlan,
+    export_batch: int,
+    latency: bool,
+    data_info: Any,
+    task_parity: bool,
+    data: str | None,
+    log: Log,
+) -> dict[str, Any]:
+    """The export proper, with `out_dir` held and claimed."""
+    import torch
+
+    from zoo import config as zconfig
+    from zoo import versions
+    from zoo.checkpoint import write_json
+    from zoo.export import runtime as zruntime
+    from zoo.export import vectors as zvectors
+    from zoo.export.metadata import base_metadata
+    from zoo.targets import check_target
 
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -153,6 +250,14 @@ def export(
                 path = out_dir / fmt.file_name(target.name, device_name)
                 started = time.perf_counter()
                 final = fmt.export(job, path, device)
+                training = fmt.training_ops(job, path, device)
+                if training:  # an inference graph must be a pure function of its inputs
+                    path.unlink(missing_ok=True)
+                    more = f" (and {len(training) - 2} more)" if len(training) > 2 else ""
+                    raise ZooError(
+                        f"the {fmt.name} graph of {plugin.name}:{target.name} still trains: {'; '.join(training[:2])}{more}; "
+                        "call eval() on that module or pass training=self.training, and feed noise as an input"
+                    )
                 records.append(zmanifest.artifact_record(out_dir, path, final, time.perf_counter() - started, fmt.record_keys))
             log(f"exported {plugin.name}:{target.name} as {fmt.name}")
 
@@ -160,6 +265,16 @@ def export(
     rows, latency_rows = run_parity(
         plugin, model, config, out_dir, records, batch_sizes, device_plan, latency=latency, data_info=data_info, log=log
     )
+    task_rows: list[dict[str, Any]] = []
+    if task_parity:
+        from zoo.export.task_parity import run_task_parity
+
+        task_rows = run_task_parity(
+            plugin, model, config, out_dir, records, device_plan, data=data, explicit_data=data is not None, data_info=data_info, log=log
+        )
+    from zoo.export.localize import localize_records
+
+    localization = localize_records(plugin, model, config, out_dir, records, rows, data_info)  # only where parity failed
     python = [zruntime.get("python")]
     rows += zmanifest.skipped_rows(skipped, python, device_plan)
     for fmt in fmts:
@@ -176,7 +291,13 @@ def export(
         out_dir,
         plugin.name,
         source.state_sha256,
-        {"artifacts": records, "parity": zmanifest.sort_rows(rows), "latency": latency_rows, "skipped_formats": skipped},
+        {
+            "artifacts": records,
+            "parity": zmanifest.sort_rows(rows),
+            "latency": latency_rows,
+            "skipped_formats": skipped,
+            "task_parity": task_rows,
+        },
     )
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -194,7 +315,10 @@ def export(
         "skipped_formats": merged["skipped_formats"],
         "parity": merged["parity"],
         "latency": merged["latency"],
-        "passed": zmanifest.overall_passed(merged["parity"]),
+        "task_data": data or plugin.default_dataset,
+        "task_parity": merged["task_parity"],
+        "localization": localization,
+        "passed": zmanifest.overall_passed(merged["parity"], merged["task_parity"]),
         **options,
     }
     write_json(manifest, out_dir / MANIFEST)

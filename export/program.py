@@ -28,7 +28,7 @@ def dynamic_shapes(target: ExportTarget, inputs: Sequence[torch.Tensor], config:
 
     limits = target.max_sizes_of(config)
 
-    named: dict[str, Any] = {BATCH_AXIS: Dim(BATCH_AXIS, min=1)}
+    named: dict[str, Any] = {BATCH_AXIS: Dim(BATCH_AXIS, min=1, max=limits[BATCH_AXIS]) if BATCH_AXIS in limits else Dim(BATCH_AXIS, min=1)}
     shapes = []
     for spec, tensor in zip(target.inputs, inputs):
         dims: dict[int, Any] = {}

@@ -57,6 +57,11 @@ class Runtime:
         """Why it cannot run on `device` ("cpu", "cuda"), or None."""
         return None
 
+    def format_skip_reason(self, fmt: Format, device: str) -> str | None:
+        """Why it cannot run `fmt` files on `device` although it runs that device (a
+        library built without it), or None."""
+        return None
+
     def open(self, path: Path, device: torch.device) -> Session:
         """The artifact at `path` ready to run on `device`; a ZooError says why not."""
         raise NotImplementedError

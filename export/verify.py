@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import CheckpointError, ZooError
+from zoo.errors import CheckpointError, UsageError, ZooError
 from zoo.export import manifest as zmanifest
 from zoo.export.parity_runner import DevicePlan, plan_devices, resolve_runtimes, run_parity
 from zoo.plugin import Plugin
@@ -27,6 +27,17 @@ def rebuild_model(plugin: Plugin, manifest: dict[str, Any], checkpoint: str | No
 
     recorded = manifest.get("source") or {}
     kind = recorded.get("kind")
+    if checkpoint is not None and weights is not None:
+        raise UsageError("--checkpoint and --weights: give the one this export was made from")
+    if weights is not None and kind == "checkpoint":
+        raise UsageError(f"--weights: this export was made from checkpoint {recorded.get('path')}; pass --checkpoint PATH if it moved")
+    if checkpoint is not None and kind == "weights":
+        raise UsageError(f"--checkpoint: this export was made from weights {recorded.get('name') or recorded.get('path')}; pass --weights")
+    if (checkpoint is not None or weights is not None) and kind == "random-init":
+        raise UsageError("this export was made from random init (its seed is in export.json): --checkpoint and --weights do not apply")
+    seed = recorded.get("seed")
+    if kind == "random-init" and seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ZooError(f"export.json: source seed must be an integer, not {seed!r}")
     if kind == "checkpoint" or checkpoint is not None:
         path = checkpoint or recorded.get("path")
         if not path or not Path(path).is_file():
@@ -63,10 +74,15 @@ def verify(
     checkpoint: str | None = None,
     weights: str | None = None,
     latency: bool = True,
+    task_parity: bool = True,
+    data: str | None = None,
+    localize: bool = False,
     log: Log = _quiet_log,
 ) -> dict[str, Any]:
     """Re-run the parity checks of an export directory; refuses artifacts whose bytes
-    changed since export. Returns a report shaped like the manifest (not written)."""
+    changed since export. With `task_parity`, targets with a `task_check` are judged
+    again on real data (`data`, default: the dataset recorded at export) in every
+    runtime chosen. Returns a report shaped like the manifest (not written)."""
     from zoo import _registry
 
     manifest = zmanifest.read(directory)
@@ -74,7 +90,7 @@ def verify(
     zmanifest.check_artifacts(directory, manifest)
     chosen = resolve_runtimes(runtimes)
     built = rebuild_model(plugin, manifest, checkpoint=checkpoint, weights=weights)
-    sizes = list(batch_sizes or manifest.get("batch_sizes") or (1, 4))
+    sizes = list(batch_sizes or manifest.get("batch_sizes") or (1, 2, 5))
     plan = device_plan if device_plan is not None else plan_devices("all")
     rows, latency_rows = run_parity(
         plugin,
@@ -91,6 +107,30 @@ def verify(
     )
     skipped = manifest.get("skipped_formats") or []
     rows = zmanifest.sort_rows(rows + zmanifest.skipped_rows(skipped, chosen, plan))
+    from zoo.export.localize import localize_records
+
+    # Where parity failed, always; with `localize`, every artifact (the largest error where none fails).
+    localization = localize_records(
+        plugin, built.model, built.config, directory, manifest["artifacts"], rows, built.data_info, every=localize
+    )
+    task_rows: list[dict[str, Any]] = []
+    if task_parity:
+        from zoo.export.task_parity import run_task_parity
+
+        recorded = manifest.get("task_data") if isinstance(manifest.get("task_data"), str) else None
+        task_rows = run_task_parity(
+            plugin,
+            built.model,
+            built.config,
+            directory,
+            manifest["artifacts"],
+            plan,
+            runtimes=[r.name for r in chosen],
+            data=data or recorded,
+            explicit_data=data is not None,
+            data_info=built.data_info,
+            log=log,
+        )
     return {
         "directory": str(directory),
         "plugin": plugin.name,
@@ -101,5 +141,8 @@ def verify(
         "skipped_formats": skipped,
         "parity": rows,
         "latency": latency_rows,
-        "passed": zmanifest.overall_passed(rows),
+        "task_data": data or manifest.get("task_data"),
+        "task_parity": task_rows,
+        "localization": localization,
+        "passed": zmanifest.overall_passed(rows, task_rows),
     }

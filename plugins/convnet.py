@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Weights, hparam, tasks
 from zoo.classify import ClassifierTrainer
 
 IMAGE_SIZE = 28
@@ -127,6 +127,7 @@ plugin = Plugin(
             inputs=(TensorSpec("image", range="pixels in [0, 1], 1x28x28, white digit on black", value_range=(0.0, 1.0)),),
             outputs=(TensorSpec("logits", range="unnormalised class scores for digits 0-9; softmax gives probabilities"),),
             example_inputs=_image_input,
+            task_check=tasks.classification(),  # validation accuracy; every predicted class must agree
             description="image -> logits over the 10 digits",
         ),
     ),

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Images, Labels, Plugin, TensorSpec, TrainConfig, hparam
+from zoo import DataRequest, ExportTarget, Images, Labels, Plugin, TensorSpec, TrainConfig, hparam, tasks
 from zoo.classify import ClassifierTrainer
 from zoo.optim import OptimizerOptions
 
@@ -123,6 +123,7 @@ plugin = Plugin(
             inputs=(TensorSpec("image", range="RGB pixels in [0, 1], 3x32x32", value_range=(0.0, 1.0)),),
             outputs=(TensorSpec("logits", range="unnormalised class scores; softmax gives probabilities"),),
             example_inputs=_image_input,
+            task_check=tasks.classification(),  # validation accuracy; every predicted class must agree
             description="image -> logits over the classes",
         ),
     ),

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam, tasks
 
 IMAGE_SIZE = 28  # MNIST geometry: both networks see flattened 784-pixel images
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -284,6 +284,9 @@ plugin = Plugin(
             inputs=(TensorSpec("z", range="standard normal noise N(0, I)"),),
             outputs=(TensorSpec("image", range="pixels in [0, 1], 1x28x28, white digit on black", value_range=(0.0, 1.0)),),
             example_inputs=noise_input,
+            # 500 fixed noise inputs judged by the packaged convnet: the mean max-probability
+            # may move by 1e-4 relative, and every judged class must agree.
+            task_check=tasks.judged_images(("convnet", "DEFAULT"), samples=500),
             description="noise -> image",
         ),
     ),

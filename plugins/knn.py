@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, hparam, tasks
 from zoo.classify import ClassifierTrainer
 
 IMAGE_SIZE = 28
@@ -99,6 +99,9 @@ plugin = Plugin(
             example_inputs=_image_input,
             # Distances of close images differ in the last bits between runtimes; the vote
             # (a top-k) can flip between two equidistant neighbours, never otherwise.
+            # Every vote must agree: a distance that differs in its last bits can only flip
+            # the vote between two equidistant neighbours, and task parity shows whether it did.
+            task_check=tasks.classification(),
             description="image -> log vote shares of the k nearest stored training images",
         ),
     ),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, hparam, tasks
 from zoo.classify import ClassifierTrainer
 from zoo.optim import OptimizerOptions
 
@@ -94,6 +94,7 @@ plugin = Plugin(
             inputs=(TensorSpec("image", range="pixels in [0, 1], 1x28x28, white digit on black", value_range=(0.0, 1.0)),),
             outputs=(TensorSpec("logits", range="unnormalised class scores; softmax gives probabilities"),),
             example_inputs=_image_input,
+            task_check=tasks.classification(),  # validation accuracy; every predicted class must agree
             description="image -> logits over the classes",
         ),
     ),

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Images, Plugin, TensorSpec, TrainConfig, Trainer, hparam
+from zoo import DataRequest, ExportTarget, Images, Plugin, TensorSpec, TrainConfig, Trainer, hparam, tasks
 
 # 256 -> 8 downsamplings (the paper's unet_256), 128 -> 7 (unet_128), 64 -> 6 for the CPU:
 # the bottleneck is always 1x1.
@@ -261,6 +261,15 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size]
 
 
+def _validation_l1(run, batch, context) -> tasks.Measure:
+    """The trainer's `val_l1` of the generator `run`: the configured direction, on the
+    centre crops of the validation pairs."""
+    source, target = (batch["A"], batch["B"]) if context.config.direction == "AtoB" else (batch["B"], batch["A"])
+    size = context.config.image_size
+    made = run(center_crop(source, size))[0]
+    return tasks.Measure(float((made - center_crop(target, size)).abs().sum()), made.numel())
+
+
 class Pix2PixTrainer(Trainer):
     def __init__(self, model, config, device):
         super().__init__(model, config, device)
@@ -477,6 +486,7 @@ plugin = Plugin(
             inputs=(TensorSpec("image", range=IMAGE_RANGE, value_range=(-1.0, 1.0)),),
             outputs=(TensorSpec("translated", range="RGB in [-1, 1], same height and width as the input", value_range=(-1.0, 1.0)),),
             example_inputs=_image_input,
+            task_check=tasks.TaskCheck("val_l1", _validation_l1, description="L1 between translated and true validation images"),
             description="image -> translated image (eval mode: dropout off, each image normalised by its own statistics)",
             dynamic_dims={"image": {2: "height", 3: "width"}, "translated": {2: "height", 3: "width"}},
             axis_sizes=_axis_sizes,

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Images, Labels, Plugin, TensorSpec, TrainConfig, hparam
+from zoo import DataRequest, ExportTarget, Images, Labels, Plugin, TensorSpec, TrainConfig, hparam, tasks
 from zoo.classify import ClassifierTrainer
 from zoo.optim import OptimizerOptions
 
@@ -148,6 +148,7 @@ plugin = Plugin(
             ),
             outputs=(TensorSpec("logits", range="unnormalised class scores; softmax gives probabilities"),),
             example_inputs=_image_input,
+            task_check=tasks.classification(),  # validation accuracy; every predicted class must agree
             description="image -> logits over the classes",
         ),
     ),

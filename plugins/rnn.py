@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Tokens, TrainConfig, Trainer, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, Tokens, TrainConfig, Trainer, hparam, tasks
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -205,6 +205,18 @@ def _step_inputs(config: RNNConfig, batch: int, gen: torch.Generator, data) -> t
     return token, torch.randn(state_rows(config), batch, config.hidden, generator=gen) * 0.5
 
 
+def _stepped_bits(run, batch, context) -> tasks.Measure:
+    """Bits per character of validation windows fed one character at a time through
+    `step`, the state carried from each step to the next (32 windows: one call a step)."""
+    window = batch["tokens"]  # (B, T + 1)
+    state = torch.zeros(state_rows(context.config), window.shape[0], context.config.hidden, device=window.device)
+    bits = 0.0
+    for t in range(window.shape[1] - 1):
+        logits, state = run(window[:, t : t + 1], state)
+        bits += float(F.cross_entropy(logits.float(), window[:, t + 1], reduction="sum")) / math.log(2)
+    return tasks.Measure(bits, window[:, 1:].numel())
+
+
 TOKENS = TensorSpec(
     "tokens", dtype="int64", range="character ids, indices into the metadata's data_info.vocabulary", value_range=_vocab_range
 )
@@ -240,6 +252,7 @@ plugin = Plugin(
             # over time, fixing the sequence length; the TorchScript-based ONNX exporter keeps
             # it dynamic with ONNX's own LSTM/GRU/RNN operators.
             exporters={"onnx": "torchscript"},
+            task_check=tasks.bits_per_token(),  # val_bpc within 1e-4 relative
             skip_formats={
                 "pt2": "torch.export unrolls the recurrent layer over time, fixing the sequence length; "
                 "deploy the `step` target's .pt2, which generates one character at a time"
@@ -258,6 +271,9 @@ plugin = Plugin(
                 TensorSpec("next_state", range="the state after this character; feed it back as `state` with the next", batch_axis=1),
             ),
             example_inputs=_step_inputs,
+            task_check=tasks.TaskCheck(
+                "val_bpc", _stepped_bits, min_agreement=None, samples=32, description="bits per character, one character a step"
+            ),
             description="(character, state) -> (next-character logits, new state): generation one character at a time",
         ),
     ),

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, Schedule, TensorSpec, Tokens, TrainConfig, Trainer, hparam
+from zoo import DataRequest, ExportTarget, Plugin, Schedule, TensorSpec, Tokens, TrainConfig, Trainer, hparam, tasks
 
 
 @dataclass
@@ -225,6 +225,7 @@ plugin = Plugin(
             dynamic_dims={"tokens": {1: "seq"}, "logits": {1: "seq"}},
             axis_sizes=_seq_sizes,
             max_sizes=lambda config: {"seq": config.block_size},  # learned positions: no more than the context
+            task_check=tasks.bits_per_token(),  # val_bpc within 1e-4 relative
             description="token ids -> next-character logits at every position (causal: each sees only its past)",
         ),
     ),

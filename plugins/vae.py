@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam
+from zoo import DataRequest, ExportTarget, Plugin, TensorSpec, TrainConfig, Trainer, Weights, hparam, tasks
 
 IMAGE_SIZE = 28  # MNIST geometry: the example flattens 1x28x28 images into 784 inputs
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -144,6 +144,24 @@ def _latent_input(config: VAEConfig, batch: int, gen: torch.Generator) -> tuple[
 IMAGE_RANGE = "pixels in [0, 1], white digit on black"
 
 
+def _reconstruction(recon: torch.Tensor, x: torch.Tensor) -> tasks.Measure:
+    """Summed binary cross-entropy of the reconstructions, per image (the VAE's reconstruction error)."""
+    bce = F.binary_cross_entropy(recon.reshape(-1, PIXELS), x.reshape(-1, PIXELS), reduction="sum")
+    return tasks.Measure(float(bce), x.shape[0])
+
+
+def _decoder_reconstruction(run, batch, context) -> tasks.Measure:
+    """The decoder under test reconstructs validation images from the eager encoder's means."""
+    mean, _ = context.model.encode(batch["image"])
+    return _reconstruction(run(mean)[0], batch["image"])
+
+
+def _encoder_reconstruction(run, batch, context) -> tasks.Measure:
+    """The encoder under test gives the means the eager decoder reconstructs from."""
+    mean = run(batch["image"])[0]
+    return _reconstruction(context.model.decode(mean), batch["image"])
+
+
 def _sample_inputs(config: VAEConfig, n: int, label: int | None, gen: torch.Generator) -> tuple[torch.Tensor]:
     if label is not None:
         from zoo.errors import UsageError
@@ -192,6 +210,9 @@ plugin = Plugin(
             inputs=(TensorSpec("z", range="standard normal noise N(0, I)"),),
             outputs=(TensorSpec("image", range=IMAGE_RANGE, value_range=(0.0, 1.0)),),
             example_inputs=_latent_input,
+            task_check=tasks.TaskCheck(
+                "val_reconstruction_bce", _decoder_reconstruction, description="reconstruction error of validation images"
+            ),
             description="latent code -> image",
         ),
         ExportTarget(
@@ -203,6 +224,9 @@ plugin = Plugin(
                 TensorSpec("log_variance"),
             ),
             example_inputs=_image_input,
+            task_check=tasks.TaskCheck(
+                "val_reconstruction_bce", _encoder_reconstruction, description="reconstruction error of validation images"
+            ),
             description="image -> mean and log-variance of q(z|x)",
         ),
     ),

@@ -858,6 +858,7 @@ def test_list_shows_every_table_entry_and_says_when_there_is_none(zoo):
     one_line_error(zoo("weights", "list", "nosuch"), 2, "unknown plugin 'nosuch'")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_weights_load_into_a_model_on_cuda(tiny, tmp_path):
     path, _ = tiny.file(tmp_path / "w.safetensors", tiny.state(seed=1))

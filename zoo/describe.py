@@ -38,6 +38,7 @@ def describe_target(
         "skip_formats": dict(target.skip_formats),
         "axis_sizes": {axis: list(sizes) for axis, sizes in target.sizes_of_axes(config).items()},
         "max_sizes": target.max_sizes_of(config),
+        "task_check": target.task_check.to_json() if target.task_check is not None else None,
         **io,
     }
 

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.config import TrainConfig, check_config_class, hparam
 from zoo.data import DataRequest
+from zoo.tasks import TaskCheck
 from zoo.trainer import Trainer
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["ExportTarget", "Plugin", "TensorSpec", "TrainConfig", "Trainer", "Weights", "hparam", "DataRequest"]
+__all__ = ["ExportTarget", "Plugin", "TaskCheck", "TensorSpec", "TrainConfig", "Trainer", "Weights", "hparam", "DataRequest"]
 
 INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "bool")
 BATCH_AXIS = "batch"
@@ -112,7 +113,8 @@ class ExportTarget:
     axis_sizes: Any = field(default_factory=dict)
     # The largest valid size of a dynamic axis where there is one (a Transformer's
     # context), {"seq": 128} or config -> that: the exported graph is dynamic up to it,
-    # and the metadata says so. Axes not named here have no upper bound.
+    # and the metadata says so; parity checks it. "batch" may be named too (parity adds
+    # it to the batch sizes it checks). Axes not named here have no upper bound.
     max_sizes: Any = field(default_factory=dict)
     # Which exporter a format uses where its default cannot keep an axis dynamic, e.g.
     # {"onnx": "torchscript"} (torch.onnx's TorchScript-based exporter) for recurrent
@@ -121,6 +123,9 @@ class ExportTarget:
     # Formats this target cannot be exported to, with the reason: {"pt2": "why"}.
     # Shown by `zoo info`, recorded in export.json as skipped (never as passed).
     skip_formats: Mapping[str, str] = field(default_factory=dict)
+    # How the target is judged on real data (`zoo.tasks`): its metric computed through
+    # the eager module and through each artifact must agree (task-level parity).
+    task_check: TaskCheck | None = None
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.inputs + self.outputs]
@@ -138,6 +143,8 @@ class ExportTarget:
                     raise ValueError(f"export target {self.name!r}: {tensor} dim {dim} is named 'batch'; set TensorSpec.batch_axis instead")
         if not callable(self.axis_sizes):
             self.sizes_of_axes(None)
+        if self.task_check is not None and not isinstance(self.task_check, TaskCheck):
+            raise TypeError(f"export target {self.name!r}: task_check must be a zoo.tasks.TaskCheck, not {type(self.task_check).__name__}")
 
     @property
     def dynamic_axes(self) -> list[str]:

@@ -41,6 +41,15 @@ class Onnx(Format):
     def prepare(self, options: Mapping[str, Any]) -> dict[str, Any]:
         return {"opset": _opset.check_opset(options.get("opset"))}
 
+    def skip_reason(self, device: str) -> str | None:
+        if device != "cuda":
+            return None
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return None
+        return f"onnxruntime {ort.__version__} here has no CUDA provider (providers: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu"
+
     def needs_program(self, target: Any) -> bool:
         return self.exporter_for(target) == "dynamo"
 
@@ -71,6 +80,19 @@ class Onnx(Format):
         with atomic_file(path) as tmp:
             onnx.save_model(proto, str(tmp), save_as_external_data=False)
         return metadata
+
+    def training_ops(self, job: ExportJob, path: Path, device: Any) -> list[str]:
+        import onnx
+
+        from zoo.export.graph_checks import fx_training_ops, onnx_training_ops
+
+        found = fx_training_ops(job.program()) if self.exporter_for(job.target) == "dynamo" else []
+        return found + [op for op in onnx_training_ops(onnx.load(str(path))) if op not in found]
+
+    def intermediate_values(self, path: Path, trace: list, inputs: Any, input_names: Any) -> list:
+        from zoo.export.localize import onnx_values
+
+        return onnx_values(path, trace, inputs, input_names)
 
     def sniff(self, probe: Probe) -> bool:
         # A ModelProto's first field is ir_version: protobuf tag 0x08.

@@ -58,6 +58,14 @@ class Pt2(Format):
             raise ZooError(f"AOTInductor compile of target {job.target.name!r} for {device.type} failed: {one_line(exc)}") from None
         return metadata
 
+    def training_ops(self, job: ExportJob, path: Path, device: Any) -> list[str]:
+        from zoo.export.graph_checks import fx_training_ops
+
+        return fx_training_ops(job.program(device))
+
+    def intermediate_values(self, path: Path, trace: list, inputs: Any, input_names: Any) -> list:
+        raise ZooError("AOTInductor compiles the intermediate values away; localize the same target's ONNX or TorchScript file")
+
     def sniff(self, probe: Probe) -> bool:
         return any("/aotinductor/" in n for n in probe.names or [])
 
@@ -81,8 +89,11 @@ class Pt2(Format):
             model = torch._inductor.aoti_load_package(str(path), device_index=device.index if device.index is not None else -1)
 
         def run(inputs: list) -> Any:
+            # AOTInductor's kernels assume the strides of the inputs the graph was captured
+            # with (contiguous): a strided view, e.g. a state fed back from an earlier
+            # output, gives silently wrong results (task parity of rnn's `step` caught it).
             with torch.inference_mode():
-                return model(*inputs)
+                return model(*[x.contiguous() if isinstance(x, torch.Tensor) else x for x in inputs])
 
         return Loaded(run, takes="torch")
 

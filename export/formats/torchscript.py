@@ -49,6 +49,19 @@ class TorchScript(Format):
             torch.jit.save(compiled, str(tmp), _extra_files={zmeta.METADATA_KEY: zmeta.dumps(metadata)})
         return metadata
 
+    def training_ops(self, job: ExportJob, path: Path, device: Any) -> list[str]:
+        import torch
+
+        from zoo.export.graph_checks import torchscript_training_ops
+
+        with quiet():
+            return torchscript_training_ops(torch.jit.load(str(path), map_location="cpu"))
+
+    def intermediate_values(self, path: Path, trace: list, inputs: Any, input_names: Any) -> list:
+        from zoo.export.localize import torchscript_values
+
+        return torchscript_values(path, trace)
+
     def sniff(self, probe: Probe) -> bool:
         names = probe.names or []
         return any(n.endswith("/constants.pkl") or "/code/__torch__/" in n for n in names) and not any("/aotinductor/" in n for n in names)

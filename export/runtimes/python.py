@@ -49,6 +49,10 @@ class Python(Runtime):
 
         return PythonSession(artifacts.load(path, device=str(device)))
 
+    def format_skip_reason(self, fmt: Format, device: str) -> str | None:
+        """In this process a format may lack a device (onnxruntime built without CUDA)."""
+        return fmt.skip_reason(device)
+
     def checks_per_case(self, fmt: Format) -> int:
         return fmt.parity_runs
 

@@ -24,7 +24,7 @@ def _batch_sizes(text: str | None) -> list[int] | None:
     except ValueError:
         sizes = []
     if not sizes or any(s < 1 for s in sizes):
-        raise UsageError(f"--batch-sizes {text!r}: give positive integers separated by commas, e.g. 1,4")
+        raise UsageError(f"--batch-sizes {text!r}: give positive integers separated by commas, e.g. 1,2,5")
     return sorted(set(sizes))
 
 
@@ -50,6 +50,45 @@ def _table(rows: list[tuple[str, ...]], last_free: bool) -> list[str]:
         cells = "  ".join(str(c).ljust(w) for c, w in zip(r, widths))
         lines.append((cells + "  " + r[-1]) if last_free else cells.rstrip())
     return lines
+
+
+def _metric_value(value: Any) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _task_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Task-level parity: each artifact's metric on real data beside eager PyTorch's."""
+    if not rows:
+        return []
+    table = [
+        ("TARGET", "FORMAT", "RUNTIME", "DEVICE", "METRIC", "SAMPLES", "EAGER", "ARTIFACT", "REL_CHANGE", "BOUND", "AGREEMENT", "RESULT")
+    ]
+    for row in rows:
+        if row["status"] == "skipped":
+            result = f"skipped: {row['reason']}"
+        elif row["passed"]:
+            result = "pass"
+        else:
+            result = f"FAIL: {row['reason']}"
+        agreement = "-" if row.get("agreement") is None else f"{row['agreement']:.2%}"
+        table.append(
+            (
+                row["target"],
+                row["format"],
+                row["runtime"],
+                row["device"],
+                row["metric"],
+                "-" if row.get("samples") is None else str(row["samples"]),
+                _metric_value(row["eager"]),
+                _metric_value(row["artifact"]),
+                _fmt_num(row["delta"]),
+                f"{row['bound']:g}",
+                agreement,
+                result,
+            )
+        )
+    head = "task-level parity: each target's metric on its data, through eager PyTorch and through the artifact:"
+    return ["", head, *_table(table, last_free=True)]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -80,6 +119,12 @@ def render(report: dict[str, Any]) -> str:
             )
         )
     lines = _table(table, last_free=True)
+    lines += _task_table(report.get("task_parity") or [])
+    if report.get("localization"):
+        from zoo.export.localize import describe
+
+        lines += ["", "where the artifacts depart from eager PyTorch (per submodule, on the CPU):"]
+        lines += [f"  {describe(entry)}" for entry in report["localization"]]
 
     latency = report.get("latency") or []
     if latency:
@@ -119,11 +164,20 @@ def _summary(report: dict[str, Any], where: str) -> str:
             label = f"{r['target']} {r['format']}" if r["reason"].startswith("target opts out") else r["device"]
             skipped.setdefault(label, r["reason"])
     tail = "".join(f"; {label} rows skipped: {reason}" for label, reason in skipped.items())
+    tasks = report.get("task_parity") or []
+    task_ran = [r for r in tasks if r["status"] != "skipped"]
+    task_failed = [r for r in task_ran if not r["passed"]]
+    task_skipped = len(tasks) - len(task_ran)
+    task_note = f", task parity {len(task_ran) - len(task_failed)} of {len(task_ran)} passed" if tasks else ""
+    if task_skipped:
+        task_note += f" ({task_skipped} skipped)"
     if report["passed"]:
-        return f"parity passed: {len(ran)} checks{tail}"
+        return f"parity passed: {len(ran)} checks{task_note}{tail}"
     if not ran:
         return f"no parity check ran{tail}"
-    return f"parity FAILED: {len(failed)} of {len(ran)} checks ({where}){tail}"
+    if not failed:
+        return f"task parity FAILED: {len(task_failed)} of {len(task_ran)} ({where}){tail}"
+    return f"parity FAILED: {len(failed)} of {len(ran)} checks{task_note} ({where}){tail}"
 
 
 class ExportCommand(click.Command):
@@ -174,8 +228,18 @@ def _chosen_formats(flags: dict[str, bool], all_formats: bool, format_names: tup
 )
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of --random-init weights")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="output directory [default: exports/PLUGIN]")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="replace an export of other weights in --out (its files are removed first; files of your own stay)",
+)
 @click.option("--opset", type=click.INT, default=None, help="ONNX opset [default: the newest both torch.onnx and onnxruntime support]")
-@click.option("--batch-sizes", default="1,4", show_default=True, help="batch sizes of the parity checks")
+@click.option(
+    "--batch-sizes",
+    default="1,2,5",
+    show_default=True,
+    help="batch sizes of the parity checks (1, 2 and an odd size; a target's declared largest batch is added)",
+)
 @click.option(
     "--export-batch",
     type=click.INT,
@@ -190,6 +254,13 @@ def _chosen_formats(flags: dict[str, bool], all_formats: bool, format_names: tup
     help="parity devices: cpu, cuda, cuda:N or all (CUDA rows show as skipped where there is none)",
 )
 @click.option("--no-latency", is_flag=True, help="skip the batch-1 latency measurements")
+@click.option(
+    "--data",
+    default=None,
+    metavar="SPEC",
+    help="dataset whose validation split judges each artifact (task parity) [default: the plugin's]",
+)
+@click.option("--no-task-parity", is_flag=True, help="skip task-level parity (the plugin's metric on real data, eager vs artifact)")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest (export.json) instead of the table")
 def export_command(
     plugin_name: str,
@@ -202,11 +273,14 @@ def export_command(
     config_pairs: tuple[str, ...],
     seed: int,
     out: str | None,
+    overwrite: bool,
     opset: int | None,
     batch_sizes: str,
     export_batch: int,
     device: str,
     no_latency: bool,
+    data: str | None,
+    no_task_parity: bool,
     as_json: bool,
     **format_flags: bool,
 ) -> None:
@@ -260,6 +334,9 @@ def export_command(
         export_batch=export_batch,
         latency=not no_latency,
         data_info=built.data_info,
+        task_parity=not no_task_parity,
+        data=data,
+        overwrite=overwrite,
         log=_log,
     )
     if as_json:
@@ -311,6 +388,19 @@ def _runtimes(spec: str) -> list[str]:
 )
 @click.option("--weights", default=None, metavar="NAME|PATH", help="where the export's weights are now, if they moved")
 @click.option("--no-latency", is_flag=True, help="skip the batch-1 latency measurements")
+@click.option(
+    "--data",
+    default=None,
+    metavar="SPEC",
+    help="dataset whose validation split judges each artifact (task parity) [default: the one recorded at export]",
+)
+@click.option("--no-task-parity", is_flag=True, help="skip task-level parity (the plugin's metric on real data, eager vs artifact)")
+@click.option(
+    "--localize",
+    is_flag=True,
+    help="compare every submodule's output in each artifact with eager PyTorch and name the first that diverges "
+    "(always done for a failed check)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def verify_command(
     directory: str,
@@ -320,6 +410,9 @@ def verify_command(
     checkpoint: str | None,
     weights: str | None,
     no_latency: bool,
+    data: str | None,
+    no_task_parity: bool,
+    localize: bool,
     as_json: bool,
 ) -> None:
     """Re-run the parity checks of an export directory (DIR/export.json).
@@ -342,6 +435,9 @@ def verify_command(
         checkpoint=checkpoint,
         weights=weights,
         latency=not no_latency,
+        task_parity=not no_task_parity,
+        data=data,
+        localize=localize,
         log=_log,
     )
     if as_json:
