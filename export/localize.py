@@ -18,7 +18,6 @@ culprit: `first divergence: blocks.2.conv (aten.convolution) max_abs 3.1e-2`.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ def eager_trace(module: Any, inputs: Sequence[Any]) -> list[Seen]:
 
     def hook_for(path: str, sub: Any):
         def hook(_module: Any, args: tuple, output: Any) -> None:
-            first = output if isinstance(output, torch.Tensor) else next((o for o in _flat(output) if isinstance(o, torch.Tensor)), None)
+            first = output if isinstance(output, torch.Tensor) else next((o for o in flat(output) if isinstance(o, torch.Tensor)), None)
             if path not in seen and first is not None:
                 seen[path] = Seen(
                     path, type(sub).__name__, tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args), first.detach()
@@ -66,9 +65,9 @@ def eager_trace(module: Any, inputs: Sequence[Any]) -> list[Seen]:
     return list(seen.values())
 
 
-def _flat(value: Any) -> list[Any]:
+def flat(value: Any) -> list[Any]:
     if isinstance(value, (tuple, list)):
-        return [x for v in value for x in _flat(v)]
+        return [x for v in value for x in flat(v)]
     return [value]
 
 
@@ -102,76 +101,6 @@ def first_divergence(pairs: list[tuple[Seen, Any, str]], rtol: float, atol: floa
         if worst is None or max_abs > worst["max_abs"]:
             worst = entry
     return {**(worst or {"module": None, "op": None, "max_abs": None, "max_rel": None}), "diverges": False, "compared": len(pairs)}
-
-
-def onnx_values(path: Path, trace: list[Seen], inputs: Sequence[Any], input_names: Sequence[str]) -> list[tuple[Seen, Any, str]]:
-    """For each submodule, the artifact's value of its last ONNX node, computed in one run."""
-    import onnx
-
-    from zoo.export.formats.onnx import onnxruntime_session
-
-    proto = onnx.load(str(path))
-    last: dict[str, tuple[str, str]] = {}  # module path -> (value name, aten op)
-    for node in proto.graph.node:
-        props = {p.key: p.value for p in node.metadata_props}
-        try:
-            scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "[]"))
-        except (ValueError, SyntaxError):
-            continue
-        op = _aten_op(props.get("pkg.torch.onnx.fx_node", ""))
-        for scope in scopes[1:-1]:
-            if node.output and node.output[0]:
-                last[scope] = (node.output[0], op)
-    wanted = [(seen, last[seen.path]) for seen in trace if seen.path in last]
-    if not wanted:
-        raise ZooError(f"{path.name} records no module paths (exported without the dynamo exporter?); it cannot be localized")
-    outputs = {o.name for o in proto.graph.output}
-    for _, (value, _op) in wanted:
-        if value not in outputs:
-            proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
-            outputs.add(value)
-    tmp = path.with_name(f".{path.name}.localize.onnx")
-    try:
-        onnx.save_model(proto, str(tmp), save_as_external_data=False)
-        import torch
-
-        session = onnxruntime_session(tmp, torch.device("cpu"))
-        names = [value for _, (value, _op) in wanted]
-        got = session.run(names, {name: x.cpu().numpy() for name, x in zip(input_names, inputs)})
-    finally:
-        tmp.unlink(missing_ok=True)
-    return [(seen, value, op) for (seen, (_, op)), value in zip(wanted, got)]
-
-
-def _aten_op(fx_node: str) -> str:
-    """'%relu = call_function[target=torch.ops.aten.relu.default](...)' -> 'aten.relu'."""
-    marker = "target=torch.ops."
-    if marker not in fx_node:
-        return ""
-    name = fx_node.split(marker, 1)[1].split("]", 1)[0]
-    parts = name.split(".")
-    return ".".join(parts[:2]) if len(parts) >= 2 else name
-
-
-def torchscript_values(path: Path, trace: list[Seen]) -> list[tuple[Seen, Any, str]]:
-    """Each scripted submodule run on its eager inputs."""
-    import torch
-
-    loaded = torch.jit.load(str(path), map_location="cpu")
-    out = []
-    for seen in trace:
-        sub = loaded
-        try:
-            for part in seen.path.split("."):
-                sub = getattr(sub, part)
-            with torch.inference_mode():
-                result = sub(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in seen.inputs])
-        except Exception:  # noqa: BLE001 - a submodule the script inlined or cannot call alone: skip it
-            continue
-        first = next((o for o in _flat(result) if isinstance(o, torch.Tensor)), None)
-        if first is not None:
-            out.append((seen, first.numpy(), ""))
-    return out
 
 
 def localize(plugin: Any, model: Any, directory: Path, record: dict[str, Any], inputs: Sequence[Any]) -> dict[str, Any]:

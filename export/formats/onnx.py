@@ -90,9 +90,10 @@ class Onnx(Format):
         return found + [op for op in onnx_training_ops(onnx.load(str(path))) if op not in found]
 
     def intermediate_values(self, path: Path, trace: list, inputs: Any, input_names: Any) -> list:
-        from zoo.export.localize import onnx_values
-
-        return onnx_values(path, trace, inputs, input_names)
+        """The dynamo exporter names each value after its FX node and records every node's
+        module path (`pkg.torch.onnx.name_scopes`): the last value of each submodule is
+        added as a graph output and computed in one ONNX Runtime run."""
+        return _intermediate_values(path, trace, inputs, input_names)
 
     def sniff(self, probe: Probe) -> bool:
         # A ModelProto's first field is ir_version: protobuf tag 0x08.
@@ -239,6 +240,59 @@ def _write_metadata(proto: Any, metadata: dict[str, Any]) -> None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
     proto.producer_name = "zoo"
+
+
+def _intermediate_values(path: Path, trace: list, inputs: Any, input_names: Any) -> list:
+    """For each submodule, the artifact's value of its last ONNX node, computed in one run."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    last: dict[str, tuple[str, str]] = {}  # module path -> (value name, aten op)
+    for node in proto.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes = _literal(props.get("pkg.torch.onnx.name_scopes", "[]"))
+        except (ValueError, SyntaxError):
+            continue
+        op = _aten_op(props.get("pkg.torch.onnx.fx_node", ""))
+        for scope in scopes[1:-1]:
+            if node.output and node.output[0]:
+                last[scope] = (node.output[0], op)
+    wanted = [(seen, last[seen.path]) for seen in trace if seen.path in last]
+    if not wanted:
+        raise ZooError(f"{path.name} records no module paths (exported without the dynamo exporter?); it cannot be localized")
+    outputs = {o.name for o in proto.graph.output}
+    for _, (value, _op) in wanted:
+        if value not in outputs:
+            proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
+            outputs.add(value)
+    tmp = path.with_name(f".{path.name}.localize.onnx")
+    try:
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        import torch
+
+        session = onnxruntime_session(tmp, torch.device("cpu"))
+        names = [value for _, (value, _op) in wanted]
+        got = session.run(names, {name: x.cpu().numpy() for name, x in zip(input_names, inputs)})
+    finally:
+        tmp.unlink(missing_ok=True)
+    return [(seen, value, op) for (seen, (_, op)), value in zip(wanted, got)]
+
+
+def _aten_op(fx_node: str) -> str:
+    """'%relu = call_function[target=torch.ops.aten.relu.default](...)' -> 'aten.relu'."""
+    marker = "target=torch.ops."
+    if marker not in fx_node:
+        return ""
+    name = fx_node.split(marker, 1)[1].split("]", 1)[0]
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 else name
+
+
+def _literal(text: str) -> Any:
+    import ast
+
+    return ast.literal_eval(text)
 
 
 def onnxruntime_session(path: Path, device: Any) -> Any:

@@ -58,9 +58,8 @@ class TorchScript(Format):
             return torchscript_training_ops(torch.jit.load(str(path), map_location="cpu"))
 
     def intermediate_values(self, path: Path, trace: list, inputs: Any, input_names: Any) -> list:
-        from zoo.export.localize import torchscript_values
-
-        return torchscript_values(path, trace)
+        """The scripted file keeps the module tree: each submodule runs on its eager inputs."""
+        return _intermediate_values(path, trace)
 
     def sniff(self, probe: Probe) -> bool:
         names = probe.names or []
@@ -83,6 +82,29 @@ class TorchScript(Format):
                 return module(*inputs)
 
         return Loaded(run, takes="torch")
+
+
+def _intermediate_values(path: Path, trace: list) -> list:
+    """Each scripted submodule run on its eager inputs."""
+    import torch
+
+    from zoo.export.localize import flat
+
+    loaded = torch.jit.load(str(path), map_location="cpu")
+    out = []
+    for seen in trace:
+        sub = loaded
+        try:
+            for part in seen.path.split("."):
+                sub = getattr(sub, part)
+            with torch.inference_mode():
+                result = sub(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in seen.inputs])
+        except Exception:  # noqa: BLE001 - a submodule the script inlined or cannot call alone: skip it
+            continue
+        first = next((o for o in flat(result) if isinstance(o, torch.Tensor)), None)
+        if first is not None:
+            out.append((seen, first.numpy(), ""))
+    return out
 
 
 format = TorchScript()
