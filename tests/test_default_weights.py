@@ -4,7 +4,9 @@ that silently degrades shipped weights fails here.
 
 Whole models are evaluated by their plugin's own `evaluate` on the dataset they were
 trained on; generator-only weights (the GANs ship no discriminator, so their
-`metrics` cannot be recomputed) are judged the way their meta's `judged` records."""
+`metrics` cannot be recomputed) are judged the way their meta's `judged` records. The
+figures are those of the file as shipped: for weights stored at half precision
+(`stored_dtype`), measured on the rounded weights, not on the float32 training run."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ def test_default_weights_reach_their_recorded_figures(name, monkeypatch):
     plugin = get_plugin(name)
     meta = recorded(name)
     built = models.build_model(plugin, weights="DEFAULT")
+    # Files stored at half precision ('stored_dtype') load into the model's float32.
+    assert {p.dtype for p in built.model.parameters()} == {torch.float32}
     if "components" in meta:
         judged = meta["judged"]
         from zoo.commands.evaluate import sample_quality

@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo import checkpoint, get_plugin, models
 from zoo import weights as zweights
+from zoo.errors import UsageError
 from zoo.plugin import Weights
 
 
@@ -56,7 +57,11 @@ def test_every_table_entry_is_valid_and_its_parameter_count_is_right(name, entry
         assert loaded.sha256 == entry.sha256
         assert loaded.meta["config"] == entry.meta["config"] and loaded.meta["plugin"] == name
         assert loaded.meta.get("components") in (None, components or zweights.top_level_children(model))
+        # The file stores its floating-point tensors as its meta says (float32 unless 'stored_dtype').
+        assert loaded.meta.get("stored_dtype") == entry.meta.get("stored_dtype")
+        assert zweights.stored_dtype(loaded.state_dict) == entry.meta.get("stored_dtype", "float32")
         zweights.load_into(plugin, model, loaded, config=config)
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # loaded into the model's own dtype
 
 
 @pytest.mark.parametrize("name", registry_plugins())
@@ -82,7 +87,11 @@ def test_packaged_weights_fit_the_size_budget():
 
     root = Path(zoo.plugins.__file__).resolve().parent / "weights"
     files = list(root.glob("*.safetensors")) if root.is_dir() else []
-    assert sum(f.stat().st_size for f in files) <= 25_000_000  # the issue's budget: 25 MB in all
+    sizes = sorted(((f.stat().st_size, f.name) for f in files), reverse=True)
+    total = sum(size for size, _ in sizes)
+    report = ", ".join(f"{name} {size / 1e6:.2f} MB" for size, name in sizes)
+    # The issue's budget: 25 MB in all (`zoo weights export --dtype float16` halves a file).
+    assert total <= 25_000_000, f"packaged weights take {total / 1e6:.2f} MB, over the 25 MB budget: {report}"
     referenced = {w.source.split(":", 1)[1] for n in registry_plugins() for w in get_plugin(n).weights if w.source.startswith("package:")}
     assert referenced <= {f.name for f in files}
 
@@ -115,6 +124,10 @@ def test_validation_names_every_problem():
     assert problems == ["vae:DIGITS_V1: meta 'command' gives other hyperparameters than meta 'config': latent_dim"]
     wrong_input = dict(good, input=dict(good["input"], value_range=[-1.0, 1.0]))
     assert "disagrees" in " ".join(zweights.validate_entry(plugin, Weights("DIGITS_V1", "package:v", "0" * 64, wrong_input)))
+    for dtype in zweights.STORED_DTYPES:
+        assert zweights.validate_entry(plugin, Weights("DIGITS_V1", "package:v", "0" * 64, dict(good, stored_dtype=dtype))) == []
+    problems = zweights.validate_entry(plugin, Weights("DIGITS_V1", "package:v", "0" * 64, dict(good, stored_dtype="half")))
+    assert problems == ["vae:DIGITS_V1: meta 'stored_dtype' 'half' must be one of float32, float16, bfloat16"]
 
 
 # --------------------------------------------------------------------------- a third-party plugin with a table
@@ -739,6 +752,119 @@ def test_a_foreign_generator_goes_through_the_filter(zoo, tiny, tmp_path):
     foreign.pop("netG.0.weight")
     torch.save(foreign, tmp_path / "cut.pth")
     one_line_error(zoo("weights", "import", "tinyw", tmp_path / "cut.pth"), 1, "(generator)", "missing: generator.0.weight")
+
+
+# --------------------------------------------------------------------------- stored dtype: half-precision files
+
+
+def test_stored_at_rounds_floating_tensors_and_keeps_integer_buffers():
+    state = {"w": torch.tensor([1.0, 1 / 3]), "steps": torch.tensor(7), "flags": torch.tensor([True])}
+    half = zweights.stored_at(state, "float16")
+    assert [v.dtype for v in half.values()] == [torch.float16, torch.int64, torch.bool]
+    assert torch.equal(half["steps"], state["steps"]) and half["w"][1] == torch.tensor(1 / 3).half()
+    assert zweights.stored_dtype(half) == "float16" and zweights.stored_dtype(state) == "float32"
+    assert zweights.stored_dtype({"a": torch.zeros(1), "b": torch.zeros(1).half()}) == "float32"  # mixed: not one dtype
+    assert zweights.stored_at(state, "float32")["w"] is state["w"]
+    # float16 ends at 65504: a weight beyond it is refused, not stored as inf; bfloat16 reaches it.
+    with pytest.raises(UsageError, match=r"big holds 70000, beyond what float16 can store; store these weights as bfloat16"):
+        zweights.stored_at({"big": torch.tensor([70000.0])}, "float16")
+    assert zweights.stored_at({"big": torch.tensor([70000.0])}, "bfloat16")["big"].isfinite().all()
+    with pytest.raises(UsageError, match="float32, float16, bfloat16"):
+        zweights.stored_at(state, "float8")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_files_load_cast_to_the_models_dtype(tiny, tmp_path, dtype):
+    """Each tensor is cast to the dtype of the model's tensor it loads into (not left to
+    `load_state_dict`'s silent copy), whole or per component, and strictness is unchanged."""
+    plugin = tiny.plugin
+    trained = tiny.state(seed=1)
+    stored = zweights.stored_at(trained, dtype)
+    rounded = {k: v.to(trained[k].dtype) for k, v in stored.items()}
+    assert any(not torch.equal(rounded[k], trained[k]) for k in trained)  # the file really is rounded
+
+    path, _ = tiny.file(tmp_path / "whole.safetensors", stored, stored_dtype=dtype)
+    model = plugin.instantiate(plugin.config())
+    zweights.load_into(plugin, model, str(path), config=plugin.config())
+    for key, value in model.state_dict().items():
+        assert value.dtype == trained[key].dtype and torch.equal(value, rounded[key]), key
+    assert model.discriminator[1].num_batches_tracked.dtype == torch.int64
+    wide = plugin.instantiate(plugin.config()).double()  # a model in another dtype keeps it
+    zweights.load_into(plugin, wide, str(path))
+    assert wide.generator[0].weight.dtype == torch.float64
+    assert torch.equal(wide.generator[0].weight, rounded["generator.0.weight"].double())
+
+    generator = {k: v for k, v in stored.items() if k.startswith("generator.")}
+    path, _ = tiny.file(tmp_path / "g.safetensors", generator, components=["generator"], stored_dtype=dtype)
+    model = plugin.instantiate(plugin.config())
+    before = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    loaded = zweights.load_into(plugin, model, str(path), config=plugin.config(), quiet=True)
+    assert loaded.components == ["generator"] and loaded.left_as_built == ["discriminator"]
+    assert all(model.state_dict()[k].dtype == torch.float32 and torch.equal(model.state_dict()[k], rounded[k]) for k in generator)
+    assert all(torch.equal(model.discriminator.state_dict()[k], v) for k, v in before.items())
+
+    broken = {k: v for k, v in generator.items() if k != "generator.2.bias"}
+    path, _ = tiny.file(tmp_path / "broken.safetensors", broken, components=["generator"])
+    with pytest.raises(checkpoint.CheckpointError, match=r"\(generator\) does not fit this model: missing: generator.2.bias"):
+        zweights.load_into(plugin, plugin.instantiate(plugin.config()), str(path))
+    wrong = dict(generator, **{"generator.0.weight": generator["generator.0.weight"][:4]})
+    path, _ = tiny.file(tmp_path / "wrong.safetensors", wrong, components=["generator"])
+    with pytest.raises(checkpoint.CheckpointError, match=r"mismatched: generator.0.weight \(4, 4\) != \(8, 4\)"):
+        zweights.load_into(plugin, plugin.instantiate(plugin.config()), str(path))
+    # A float where the model counts in integers is refused by name, not truncated silently.
+    odd = dict(stored, **{"discriminator.1.num_batches_tracked": torch.tensor(3.5, dtype=getattr(torch, dtype))})
+    path, _ = tiny.file(tmp_path / "odd.safetensors", odd)
+    with pytest.raises(checkpoint.CheckpointError, match=f"discriminator.1.num_batches_tracked is {dtype}, the model's is int64"):
+        zweights.load_into(plugin, plugin.instantiate(plugin.config()), str(path))
+
+
+def _file_dtypes(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_slice(k).get_dtype() for k in fh.keys()}
+
+
+def test_export_and_import_store_half_precision(zoo, tiny, tmp_path):
+    r = zoo("train", "tinyw", "--max-steps", "3", "--out", tmp_path / "run", "--progress", "none", "--device", "cpu")
+    assert r.exit_code == 0, r
+    trained = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    export = ["weights", "export", "tinyw", "--checkpoint", tmp_path / "run", "--license", "CC0-1.0", "--json"]
+
+    full = zoo(*export, "-o", tmp_path / "fp32").json()
+    assert "stored_dtype" not in full["entry"]["meta"] and set(_file_dtypes(Path(full["path"])).values()) == {"F32", "I64"}
+    half = zoo(*export, "-o", tmp_path / "fp16", "--dtype", "float16").json()
+    path = Path(half["path"])
+    assert path.name == f"tinyw-digits_v1-{half['sha256'][:8]}.safetensors" and half["sha256"] != full["sha256"]
+    assert half["entry"]["meta"]["stored_dtype"] == "float16" and half["entry"]["meta"]["metrics"] == full["entry"]["meta"]["metrics"]
+    assert zweights.validate_entry(tiny.plugin, Weights(**half["entry"])) == []
+    dtypes = _file_dtypes(path)
+    assert dtypes["discriminator.1.num_batches_tracked"] == "I64"  # integer buffers stay as they are
+    assert {v for k, v in dtypes.items() if not k.endswith("num_batches_tracked")} == {"F16"}
+    assert zweights.read(tiny.plugin, str(path)).meta["stored_dtype"] == "float16"
+    assert zoo(*export, "-o", tmp_path / "again", "--dtype", "float16").json()["sha256"] == half["sha256"]  # deterministic
+    bf16 = zoo(*export, "-o", tmp_path / "bf16", "--dtype", "bfloat16", "--components", "generator").json()
+    assert bf16["entry"]["meta"]["stored_dtype"] == "bfloat16" and set(_file_dtypes(Path(bf16["path"])).values()) == {"BF16"}
+    one_line_error(zoo(*export, "-o", tmp_path / "no", "--dtype", "float8"), 2, "float32", "float16", "bfloat16")
+
+    built = models.build_model(tiny.plugin, weights=str(path))
+    for key, value in built.model.state_dict().items():
+        assert value.dtype == trained[key].dtype and torch.equal(value, zweights.stored_at(trained, "float16")[key].to(value.dtype)), key
+
+    # Imported, a float16 file stays float16 (the values are the same either way) unless --dtype says otherwise.
+    assert zoo("weights", "import", "tinyw", path, "--name", "HALF").exit_code == 0
+    assert zoo("weights", "import", "tinyw", path, "--name", "WIDE", "--dtype", "float32").exit_code == 0
+    half_import, wide_import = zweights.read(tiny.plugin, "HALF"), zweights.read(tiny.plugin, "WIDE")
+    assert half_import.meta["stored_dtype"] == "float16" and "stored_dtype" not in wide_import.meta
+    assert zweights.stored_dtype(half_import.state_dict) == "float16" and zweights.stored_dtype(wide_import.state_dict) == "float32"
+    assert half_import.path.stat().st_size < wide_import.path.stat().st_size
+    for name in ("HALF", "WIDE"):
+        again = models.build_model(tiny.plugin, weights=name).model.state_dict()
+        assert all(torch.equal(again[k], v) for k, v in built.model.state_dict().items()), name
+    # Partial (generator-only) half-precision weights import as such.
+    r = zoo("weights", "import", "tinyw", bf16["path"], "--name", "GEN")
+    assert r.exit_code == 0 and "(generator only)" in r.stdout, r
+    assert zweights.read(tiny.plugin, "GEN").meta["stored_dtype"] == "bfloat16"
 
 
 # --------------------------------------------------------------------------- export: publish a run

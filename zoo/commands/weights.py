@@ -16,6 +16,7 @@ import click
 
 from zoo import config as zconfig
 from zoo.errors import UsageError
+from zoo.weights.meta import STORED_DTYPES
 
 
 @click.group("weights")
@@ -130,6 +131,10 @@ def _parse_components(raw: tuple[str, ...], children: list[str]) -> list[str] | 
 
 
 COMPONENTS_HELP = "keep only these top-level modules, comma-separated or repeated (e.g. generator, all sampling and export need)"
+DTYPE_HELP = (
+    "store the floating-point tensors in this dtype: float16 and bfloat16 halve the file (integer buffers stay as they "
+    "are; loading casts them back to the model's dtype)"
+)
 
 
 # --------------------------------------------------------------------------- import
@@ -147,14 +152,22 @@ COMPONENTS_HELP = "keep only these top-level modules, comma-separated or repeate
     help="hyperparameters of a foreign state dict (zoo files bring their own), e.g. --config kernel_size=4",
 )
 @click.option("--components", "components_raw", multiple=True, metavar="NAMES", help=COMPONENTS_HELP)
+@click.option("--dtype", type=click.Choice(STORED_DTYPES), default=None, help=DTYPE_HELP + " [default: the dtype FILE stores them in]")
 @click.option("--force", is_flag=True, help="replace an imported entry of the same name")
 def import_command(
-    plugin_name: str, file: str, name: str | None, config_pairs: tuple[str, ...], components_raw: tuple[str, ...], force: bool
+    plugin_name: str,
+    file: str,
+    name: str | None,
+    config_pairs: tuple[str, ...],
+    components_raw: tuple[str, ...],
+    dtype: str | None,
+    force: bool,
 ) -> None:
     """Convert FILE into a verified safetensors entry in the cache: a zoo checkpoint
     (last.pt), a safetensors file, or a foreign state dict (e.g. pytorch/examples,
     junyanz pix2pix) through the plugin's filter. It loads strictly first, so what is
-    imported is known to fit; afterwards `--weights NAME` finds it."""
+    imported is known to fit; afterwards `--weights NAME` finds it. A float16 file stays
+    float16 unless --dtype says otherwise."""
     from zoo import checkpoint, models
     from zoo import weights as zweights
 
@@ -204,6 +217,10 @@ def import_command(
     }
     if info.to_json():
         meta["data_info"] = info.to_json()
+    # The model holds the file's values cast to its own dtype; store them as the file did.
+    dtype = dtype or zweights.stored_dtype(loaded.state_dict)
+    if dtype != "float32":
+        meta["stored_dtype"] = dtype
     source_meta = loaded.meta or {}
     for key in ("dataset", "metrics", "command", "license", "epoch", "step", "seed"):
         if key in source_meta:
@@ -211,7 +228,7 @@ def import_command(
     if loaded.kind == "checkpoint":
         meta["dataset"] = source_meta.get("data")
         meta["metrics"] = {k: v for k, v in (source_meta.get("metrics") or {}).items() if k.startswith("val_")}
-    data = zweights.safetensors_bytes(zweights.component_tensors(model, components), meta)
+    data = zweights.safetensors_bytes(zweights.stored_at(zweights.component_tensors(model, components), dtype), meta)
     sha = hashlib.sha256(data).hexdigest()
     dest = zweights.cache_dir(plugin) / f"{name}-{sha[:8]}.safetensors"
     zweights.write_verified(data, dest)
@@ -278,6 +295,7 @@ def _max_steps(plugin: Any, config: Any, data: str, state: dict[str, Any]) -> in
 )
 @click.option("--license", "license_", default=None, help="license of the weights [default: the plugin package's license]")
 @click.option("--description", default=None, help="one line on what they are good for")
+@click.option("--dtype", type=click.Choice(STORED_DTYPES), default="float32", show_default=True, help=DTYPE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print the file and the entry as JSON")
 def export_command(
     plugin_name: str,
@@ -288,11 +306,14 @@ def export_command(
     base_url: str | None,
     license_: str | None,
     description: str | None,
+    dtype: str,
     as_json: bool,
 ) -> None:
     """Write a sha256-named safetensors file of a run and print the `Weights(...)` entry
     to paste into the plugin's table, meta filled from the run: config, metrics,
-    parameter count, dataset and the `zoo train` command that reproduces it."""
+    parameter count, dataset and the `zoo train` command that reproduces it. With
+    --dtype float16 or bfloat16 the meta says so ('stored_dtype'); its metrics stay the
+    run's, measured in float32."""
     from zoo import checkpoint, models
     from zoo import weights as zweights
     from zoo.plugin import Weights
@@ -333,6 +354,8 @@ def export_command(
         table_meta["components"] = components
     if description:
         table_meta["description"] = description
+    if dtype != "float32":  # float32 files carry no 'stored_dtype', so they export as they always have
+        table_meta["stored_dtype"] = dtype
     file_meta = {
         "plugin": plugin.name,
         "name": name,
@@ -344,9 +367,9 @@ def export_command(
         "plugin_version": state.get("plugin_version"),
         "zoo_version": state.get("zoo_version"),
     }
-    blob = zweights.safetensors_bytes(zweights.component_tensors(model, components), file_meta)
+    blob = zweights.safetensors_bytes(zweights.stored_at(zweights.component_tensors(model, components), dtype), file_meta)
     sha = hashlib.sha256(blob).hexdigest()
-    file_name = f"{plugin.name}-{name.lower()}-{sha[:8]}.safetensors"
+    file_name = zweights.file_name(plugin.name, name, sha)
     source = f"{base_url.rstrip('/')}/{file_name}" if base_url else f"package:{file_name}"
     entry = Weights(name=name, source=source, sha256=sha, meta=table_meta)
     problems = zweights.validate_entry(plugin, entry)

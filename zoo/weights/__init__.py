@@ -24,13 +24,15 @@ and verifies it from then on. Without `--base-url` the source is `package:<file>
 the file in the plugin's `weights/` directory and its package data.
 
 Files are safetensors whose metadata holds the zoo meta as JSON under "zoo" (plugin,
-config, components, ...). zoo training checkpoints (`last.pt`) and foreign state dicts
-(`.pth`, a plain dict of tensors) are read with `torch.load(weights_only=True)`, so a
-pickle that would run code is refused. Foreign layouts go through the plugin's
-`checkpoint_filter`. Loading is strict per component: weights may hold only some
-top-level children of the model (a GAN's generator), declared in the meta as
-`components`; every key of those must be present and match, the rest stay as built.
-torch is imported inside functions only.
+config, components, ...). Their floating-point tensors may be stored in float16 or
+bfloat16 (`zoo weights export --dtype`, recorded as the meta's 'stored_dtype'); loading
+casts every tensor to the dtype of the model's own. zoo training checkpoints
+(`last.pt`) and foreign state dicts (`.pth`, a plain dict of tensors) are read with
+`torch.load(weights_only=True)`, so a pickle that would run code is refused. Foreign
+layouts go through the plugin's `checkpoint_filter`. Loading is strict per component:
+weights may hold only some top-level children of the model (a GAN's generator),
+declared in the meta as `components`; every key of those must be present and match,
+the rest stay as built. torch is imported inside functions only.
 
 The modules, each one step of that way, in the order they depend on each other:
 
@@ -40,7 +42,8 @@ The modules, each one step of that way, in the order they depend on each other:
 - `reading`: a file -> `LoadedWeights` (state dict, config, meta) without pickled code;
 - `loading`: `load_into` a built model per component, `check_architecture`;
 - `meta`: the table entry schema (`validate_entry`), `input_spec`, `train_command`;
-- `publish`: deterministic safetensors bytes and the `Weights(...)` source to paste.
+- `publish`: deterministic safetensors bytes at a stored dtype, the file name and the
+  `Weights(...)` source to paste.
 
 Building a ready model from weights is `zoo.models.build_model`'s job; this package
 only finds, reads and loads them.
@@ -64,11 +67,20 @@ from zoo.weights.entries import (
     status,
 )
 from zoo.weights.hashing import file_sha256, remove_verified, sidecar, verified_sha256
-from zoo.weights.loading import check_architecture, component_tensors, load_into, meta_model, num_params, top_level_children
+from zoo.weights.loading import (
+    check_architecture,
+    component_tensors,
+    load_into,
+    meta_model,
+    num_params,
+    to_model_dtypes,
+    top_level_children,
+)
 from zoo.weights.meta import (
     META_FIELDS,
     OPTIONAL_META_FIELDS,
     SHA256,
+    STORED_DTYPES,
     TABLE_NAME,
     input_spec,
     parse_train_command,
@@ -76,7 +88,7 @@ from zoo.weights.meta import (
     validate_entry,
     validate_meta,
 )
-from zoo.weights.publish import entry_source, safetensors_bytes, write_verified
+from zoo.weights.publish import entry_source, file_name, safetensors_bytes, stored_at, stored_dtype, write_verified
 from zoo.weights.reading import LoadedWeights, read, torch_load_safely
 
 __all__ = [
@@ -88,6 +100,7 @@ __all__ = [
     "META_FIELDS",
     "OPTIONAL_META_FIELDS",
     "SHA256",
+    "STORED_DTYPES",
     "SOURCE_SCHEMES",
     "SUFFIXES",
     "TABLE_NAME",
@@ -102,6 +115,7 @@ __all__ = [
     "download_timeout",
     "entry_source",
     "fetch",
+    "file_name",
     "file_sha256",
     "find_entry",
     "imported_entries",
@@ -119,6 +133,9 @@ __all__ = [
     "safetensors_bytes",
     "sidecar",
     "status",
+    "stored_at",
+    "stored_dtype",
+    "to_model_dtypes",
     "top_level_children",
     "torch_load_safely",
     "train_command",

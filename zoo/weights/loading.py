@@ -4,7 +4,9 @@ Loading is strict per component: weights may hold only some top-level children o
 model (a GAN's generator), declared in the meta as `components`; every key of those
 must be present and match, the rest stay as built. Foreign layouts go through the
 plugin's `checkpoint_filter`. Weights trained with other architecture hyperparameters
-are refused naming the flags to pass, not with a wall of shape mismatches.
+are refused naming the flags to pass, not with a wall of shape mismatches. Tensors
+stored at another precision (a float16 file) are cast to the dtype of the model's
+tensor they load into (`to_model_dtypes`): the model keeps its own dtype.
 """
 
 from __future__ import annotations
@@ -75,6 +77,40 @@ def _same_storage(value: Any, own: Any) -> bool:
         and value.device == own.device
         and value.data_ptr() == own.data_ptr()
     )
+
+
+def _kind(dtype: Any) -> str:
+    import torch
+
+    if dtype.is_floating_point:
+        return "floating"
+    if dtype.is_complex:
+        return "complex"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def to_model_dtypes(state: Mapping[str, Any], own: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """`state` with each tensor cast to the dtype of the model's tensor of the same key
+    (float16 or bfloat16 weights into a float32 model, or the other way round), so
+    loading never depends on `load_state_dict`'s silent copy. A tensor of another kind
+    (a float where the model counts in integers) is refused, naming the keys."""
+    out, wrong = {}, []
+    for key, value in state.items():
+        mine = own.get(key)
+        if mine is None or not hasattr(value, "dtype") or value.dtype == mine.dtype:
+            out[key] = value
+        elif _kind(value.dtype) == _kind(mine.dtype):
+            out[key] = value.to(mine.dtype)
+        else:
+            wrong.append(f"{key} is {_dtype_name(value.dtype)}, the model's is {_dtype_name(mine.dtype)}")
+    if wrong:
+        shown = ", ".join(wrong[:6]) + (f", ... ({len(wrong)} in all)" if len(wrong) > 6 else "")
+        raise CheckpointError(f"{what} do not fit this model: {shown}")
+    return out
 
 
 def meta_model(plugin: Plugin, config: Any, data_info: Any = None) -> Any:
@@ -168,6 +204,7 @@ def load_into(plugin: Plugin, model: Any, name_or_path: str | LoadedWeights, con
     if plugin.checkpoint_filter is not None:
         state = dict(plugin.checkpoint_filter(state, model))
     own = model.state_dict()
+    state = to_model_dtypes(state, own, what)
     components = _components_to_load(plugin, loaded, state, children)
     if set(components) == set(children):
         checkpoint.load_state_dict_strict(model, state, what=what)

@@ -24,6 +24,10 @@ from zoo.weights.loading import meta_model, num_params, top_level_children
 # Table names follow torchvision's convention (IMAGENET1K_V1): upper case, data then version.
 TABLE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What a file may store its floating-point tensors in (timm and Hugging Face ship
+# float16 to halve downloads and packages); loading casts them to the model's dtype.
+# float32 is what training gives, and what a file without 'stored_dtype' holds.
+STORED_DTYPES = ("float32", "float16", "bfloat16")
 
 # The meta of a table entry: what every key means. `validate_entry` enforces it.
 META_FIELDS: dict[str, str] = {
@@ -40,6 +44,8 @@ OPTIONAL_META_FIELDS: dict[str, str] = {
     "description": "one line on what they are good for",
     "data_info": "what the training data knew that the model needs: {'num_classes', 'class_names', 'vocabulary'}",
     "bytes": "the file's size: a download never reads more",
+    "stored_dtype": f"the dtype the file stores its floating-point tensors in, one of {', '.join(STORED_DTYPES)} (absent: float32); "
+    "integer buffers stay as they are, and loading casts the rest to the model's dtype",
     "judged": "figures a model outside the file can recompute (a generator's samples judged by a classifier): "
     "{'by': 'PLUGIN:WEIGHTS', 'samples': n, 'seed': s, 'metrics': {name: number}}",
 }
@@ -226,6 +232,12 @@ def _check_judged(judged: Any) -> list[str]:
     return []
 
 
+def _check_stored_dtype(meta: Mapping[str, Any]) -> list[str]:
+    if "stored_dtype" not in meta or meta["stored_dtype"] in STORED_DTYPES:
+        return []
+    return [f"meta 'stored_dtype' {meta['stored_dtype']!r} must be one of {', '.join(STORED_DTYPES)}"]
+
+
 def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool = True) -> list[str]:
     """Problems with a table entry's meta (empty when it is valid). With `check_model`,
     builds the model its config describes (on the meta device) to recount parameters."""
@@ -243,6 +255,7 @@ def validate_meta(plugin: Plugin, meta: Mapping[str, Any], *, check_model: bool 
     problems += _check_command(plugin, meta["command"], config, meta["dataset"])
     problems += _check_input(plugin, meta["input"], config)
     problems += _check_judged(meta.get("judged"))
+    problems += _check_stored_dtype(meta)
     info = None
     try:
         info = zdata.DataInfo.from_json(meta.get("data_info"))
