@@ -15,7 +15,8 @@ prompt and decode output without Python. Export targets:
 - `logits`: token ids (batch, seq) -> logits (batch, seq, vocab), both axes dynamic;
 - `step`: (token (batch, 1), state) -> (logits (batch, vocab), new state), so a runtime
   generates one character at a time without recomputing the prefix. The state is one
-  tensor (layers, batch, hidden) for rnn and gru, two (h, c) for lstm.
+  tensor: (layers, batch, hidden) for rnn and gru; (2 x layers, batch, hidden) for lstm,
+  every layer's h, then every layer's c (the metadata's `state` input says so).
 """
 
 from __future__ import annotations
@@ -220,7 +221,10 @@ def _stepped_bits(run, batch, context) -> tasks.Measure:
 TOKENS = TensorSpec(
     "tokens", dtype="int64", range="character ids, indices into the metadata's data_info.vocabulary", value_range=_vocab_range
 )
-STATE = "the recurrent state (layers x 2, batch, hidden) for lstm, h of each layer then c; (layers, batch, hidden) for rnn and gru; zeros to start"
+STATE = (
+    "the recurrent state, zeros to start: (layers, batch, hidden) for rnn and gru; (2 x layers, batch, hidden) for lstm, "
+    "rows 0 to layers-1 the h of each layer, rows layers to 2 x layers-1 its c"
+)
 
 plugin = Plugin(
     name="rnn",
