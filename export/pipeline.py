@@ -140,6 +140,7 @@ def export(
     data_info: Any = None,
     task_parity: bool = True,
     data: str | None = None,
+    explicit_data: bool | None = None,
     overwrite: bool = False,
     log: Log = _quiet_log,
 ) -> dict[str, Any]:
@@ -148,7 +149,10 @@ def export(
     (`skip_formats`) is listed as skipped with the target's reason. With
     `task_parity`, every target with a `task_check` is also judged on the validation
     split of `data` (default: the plugin's dataset) through eager PyTorch and each
-    artifact (`zoo.export.task_parity`).
+    artifact (`zoo.export.task_parity`); data that cannot be loaded or cannot judge the
+    model fails the export when `explicit_data` (default: whenever `data` is given),
+    else its rows are skipped with the reason (the dataset a checkpoint was trained on,
+    whose files may have moved).
 
     `out_dir` is locked while the export writes. A directory holding an export of other
     weights (or another plugin) is refused unless `overwrite`, which first removes that
@@ -186,6 +190,7 @@ def export(
                 data_info,
                 task_parity,
                 data,
+                data is not None if explicit_data is None else explicit_data,
                 log,
             )
     except BaseException:
@@ -210,6 +215,7 @@ def _export_into(
     data_info: Any,
     task_parity: bool,
     data: str | None,
+    explicit_data: bool,
     log: Log,
 ) -> dict[str, Any]:
     """The export proper, with `out_dir` held and claimed."""
@@ -270,7 +276,7 @@ def _export_into(
         from zoo.export.task_parity import run_task_parity
 
         task_rows = run_task_parity(
-            plugin, model, config, out_dir, records, device_plan, data=data, explicit_data=data is not None, data_info=data_info, log=log
+            plugin, model, config, out_dir, records, device_plan, data=data, explicit_data=explicit_data, data_info=data_info, log=log
         )
     from zoo.export.localize import localize_records
 

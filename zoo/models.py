@@ -60,6 +60,9 @@ class Built:
     source: Source
     # What `zoo.weights` read, when the model came from weights (components loaded, ...).
     loaded: Any = None
+    # The `--data` spec the weights were trained on, where the checkpoint or the weights'
+    # meta records it (export's task-level parity judges on it by default).
+    trained_on: str | None = None
 
 
 def state_digest(model: Any) -> str:
@@ -137,6 +140,7 @@ def build_model(
         model = _instantiate(plugin, config, info, seed)
         ckpt.load_state_dict_strict(model, state["model"], what=f"checkpoint {checkpoint}")
         source = Source("checkpoint", path=str(Path(checkpoint).resolve()), sha256=ckpt.sha256_file(checkpoint))
+        trained_on = state.get("data") if isinstance(state.get("data"), str) else None
     elif weights is not None:
         loaded = zweights.read(plugin, weights)
         if config is None:
@@ -152,15 +156,17 @@ def build_model(
         is_path = Path(weights).expanduser().exists()
         source = Source("weights", path=str(loaded.path.resolve()), name=None if is_path else weights, sha256=loaded.sha256)
         weights_read = loaded
+        trained_on = loaded.meta.get("dataset") if isinstance(loaded.meta.get("dataset"), str) else None
     else:
         if config is None:
             config = zconfig.from_dict(plugin.config_class, overrides or {}, plugin=plugin.name)
         info = data_info if data_info is not None else data_info_for(plugin, config, data)
         model = _instantiate(plugin, config, info, seed)
         source = Source("random-init", seed=seed)
+        trained_on = None
     model.eval()
     source.state_sha256 = state_digest(model)
-    return Built(model, config, info, source, weights_read)
+    return Built(model, config, info, source, weights_read, trained_on)
 
 
 def _instantiate(plugin: Plugin, config: Any, info: DataInfo, seed: int | None) -> Any:

@@ -335,7 +335,8 @@ def export_command(
         latency=not no_latency,
         data_info=built.data_info,
         task_parity=not no_task_parity,
-        data=data,
+        data=data or built.trained_on,
+        explicit_data=data is not None,
         overwrite=overwrite,
         log=_log,
     )
