@@ -1,7 +1,7 @@
 """zoo's classic classifiers beside their scikit-learn peers, on exactly zoo's split of
 the bundled digits (28x28, 1,497 training and 300 validation images), in one run.
 
-    python benchmarks/classifier_peers.py [--threads 1] [--seed 0]
+    python benchmarks/classifier_peers.py [--threads 1] [--seed 0] [--keep DIR]
 
 Prints, for each pair, the validation accuracy and the fit time of both and whether
 zoo reaches its peer (issue 14): linear --loss softmax against LogisticRegression,
@@ -28,11 +28,11 @@ def digits() -> tuple:
     return flat(splits.train), flat(splits.val)
 
 
-def zoo_run(name: str, seed: int, out: Path, **overrides) -> tuple[float, float]:
+def zoo_run(name: str, seed: int, out: Path, run_name: str | None = None, **overrides) -> tuple[float, float]:
     plugin = get_plugin(name)
     config = plugin.config(**overrides)
     start = time.perf_counter()
-    result = engine.train(plugin, config, seed=seed, out=out / name, progress="none", overwrite=True)
+    result = engine.train(plugin, config, seed=seed, out=out / (run_name or name), progress="none", overwrite=True)
     return result.history[-1]["val_accuracy"], time.perf_counter() - start
 
 
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-resnet", action="store_true", help="leave out the minute-long resnet row")
+    parser.add_argument("--keep", type=Path, default=None, help="keep zoo's runs in DIR/PLUGIN[-LOSS] (e.g. to publish their weights)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,9 +79,9 @@ def main() -> None:
     ]
     print(f"{'zoo':34} {'acc':>6} {'fit s':>7}   {'peer':34} {'acc':>6} {'fit s':>7}   reaches")
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
+        out = args.keep or Path(tmp)
         for label, overrides, name, peer_label, make in rows:
-            ours, ours_s = zoo_run(name, args.seed, out, **overrides)
+            ours, ours_s = zoo_run(name, args.seed, out, run_name="-".join([name, *map(str, overrides.values())]), **overrides)
             theirs, theirs_s = peer(make, train, val)
             print(
                 f"{label:34} {ours:6.4f} {ours_s:7.2f}   {peer_label:34} {theirs:6.4f} {theirs_s:7.2f}   {'yes' if ours >= theirs - 1e-9 else 'NO'}"

@@ -1,7 +1,7 @@
 """The default language-model runs against n-gram baselines, on the default split of
 CPython's bundled documentation (`--data pydoc`), in one run.
 
-    python benchmarks/lm_quality.py [--threads 2] [--only rnn|transformer]
+    python benchmarks/lm_quality.py [--threads 2] [--only rnn|transformer] [--keep DIR]
 
 Prints the unigram and add-one bigram models' validation bits per character (measured
 here on the same split), then for `zoo train rnn` (LSTM) and `zoo train transformer`
@@ -43,12 +43,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--only", choices=sorted(BARS), default=None)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the runs in DIR/PLUGIN (e.g. to publish their weights)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     for name, bpc in baselines().items():
         print(f"{name:16} val_bpc {bpc:.3f}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         for name in [args.only] if args.only else sorted(BARS):
             plugin = get_plugin(name)
             start = time.perf_counter()
