@@ -22,7 +22,9 @@ from conftest import one_line_error, registry_plugins
 from torch import nn
 
 from zoo import checkpoint, get_plugin, models
+from zoo import config as zconfig
 from zoo import weights as zweights
+from zoo.data import DataInfo
 from zoo.errors import UsageError
 from zoo.plugin import Weights
 
@@ -48,7 +50,8 @@ def test_every_table_entry_is_valid_and_its_parameter_count_is_right(name, entry
     entry = plugin.get_weights(entry_name)
     assert zweights.validate_entry(plugin, entry) == []
     config = plugin.config(**entry.meta["config"])
-    model = plugin.instantiate(config)
+    # What the data told the model (knn's stored-image count), as models.build_model passes it.
+    model = plugin.instantiate(config, DataInfo.from_json(entry.meta.get("data_info")))
     components = entry.meta.get("components")
     counted = sum(p.numel() for n, p in model.named_parameters() if components is None or n.split(".")[0] in components)
     assert counted == entry.meta["num_params"]
@@ -78,7 +81,7 @@ def test_default_weights_resolve_offline_where_a_table_exists(name, monkeypatch)
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     built = models.build_model(plugin, weights="DEFAULT")
     model, config, loaded = built.model, built.config, built.loaded
-    assert loaded.sha256 == entry.sha256 and dataclasses.asdict(config) == entry.meta["config"]
+    assert loaded.sha256 == entry.sha256 and zconfig.to_dict(config) == entry.meta["config"]  # tuples as the JSON lists
     assert sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] in loaded.components) == entry.meta["num_params"]
 
 

@@ -137,8 +137,9 @@ def _check_scalars(meta: Mapping[str, Any]) -> list[str]:
     metrics = meta["metrics"]
     if not isinstance(metrics, Mapping) or not metrics or not all(isinstance(k, str) and _is_number(v) for k, v in metrics.items()):
         problems.append("meta 'metrics' must be a non-empty {name: finite number} dict")
-    if not isinstance(meta["num_params"], int) or isinstance(meta["num_params"], bool) or meta["num_params"] <= 0:
-        problems.append("meta 'num_params' must be a positive int")
+    # 0 is a real count: a model whose state is all buffers (knn stores its training images) has no parameters.
+    if not isinstance(meta["num_params"], int) or isinstance(meta["num_params"], bool) or meta["num_params"] < 0:
+        problems.append("meta 'num_params' must be a non-negative int")
     if not isinstance(meta["license"], str) or not meta["license"].strip():
         problems.append("meta 'license' must name a license")
     return problems
