@@ -383,12 +383,19 @@ class TrainCommand(click.Command):
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "bf16-mixed", "fp16-mixed"]),
-    default="fp32",
-    show_default=True,
-    help="autocast precision of the steps; weights and checkpoints stay fp32",
+    default=None,
+    help="autocast precision of the steps; weights and checkpoints stay fp32 [default: fp32; on --resume, the run's]",
 )
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the trained modules (the first step compiles: first_step_seconds)")
-@click.option("--channels-last", is_flag=True, help="NHWC memory order for convolutional plugins")
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    default=None,
+    help="torch.compile the trained modules (the first step compiles: first_step_seconds) [on --resume: as the run did]",
+)
+@click.option(
+    "--channels-last", is_flag=True, default=None, help="NHWC memory order for convolutional plugins [on --resume: as the run did]"
+)
 @click.option(
     "--data-mode",
     type=click.Choice(["auto", "memory", "stream"]),
@@ -405,9 +412,9 @@ class TrainCommand(click.Command):
 def train_command(
     plugin_name: str,
     nproc: int,
-    precision: str,
-    compile_: bool,
-    channels_last: bool,
+    precision: str | None,
+    compile_: bool | None,
+    channels_last: bool | None,
     data_mode: str,
     overwrite: bool,
     max_steps: int | None,

@@ -87,13 +87,16 @@ def train(
     download: bool = False,
     progress: str = "auto",
     overwrite: bool = False,
-    precision: str = "fp32",
-    compile: bool = False,
-    channels_last: bool = False,
+    precision: str | None = None,
+    compile: bool | None = None,
+    channels_last: bool | None = None,
     data_mode: str = "auto",
 ) -> TrainResult:
     """Train `plugin` with `config`; returns where it wrote and the per-epoch records.
-    A directory that holds a run is refused unless it is resumed or `overwrite` is given."""
+    A directory that holds a run is refused unless it is resumed or `overwrite` is given.
+    `precision`, `compile` and `channels_last` left as None are fp32, off and off, or on
+    resume what the checkpoint's run used (a different value given is refused: it would
+    change the numbers the resumed run computes)."""
     run = Run(
         plugin,
         config,
@@ -115,6 +118,25 @@ def train(
         distributed.leave(run.context)
 
 
+DEFAULT_OPTIONS = {"precision": "fp32", "compile": False, "channels_last": False}
+
+
+def resolve_options(state: dict[str, Any] | None, resume: Any, **given: Any) -> dict[str, Any]:
+    """The engine options of a run: those given, else (on resume) the checkpoint's, else
+    the defaults. A resumed run computes what the uninterrupted one would, so an option
+    given that differs from the checkpoint's is refused by name."""
+    recorded = {**DEFAULT_OPTIONS, **((state or {}).get("options") or {})} if state is not None else dict(DEFAULT_OPTIONS)
+    out = {}
+    for name, value in given.items():
+        if state is not None and value is not None and value != recorded[name]:
+            flag = "--" + name.replace("_", "-")
+            was = recorded[name] if name == "precision" else ("on" if recorded[name] else "off")
+            now = value if name == "precision" else ("on" if value else "off")
+            raise UsageError(f"--resume keeps the checkpoint's {flag} ({was}); only --epochs may change (got {flag} {now})")
+        out[name] = recorded[name] if value is None else value
+    return out
+
+
 class Run:
     """One training run: everything set up on construction, trained by `fit`."""
 
@@ -130,9 +152,9 @@ class Run:
         max_steps: int | None,
         weights: str | None,
         download: bool,
-        precision: str,
-        compile: bool,
-        memory_format: bool,
+        precision: str | None,
+        compile: bool | None,
+        memory_format: bool | None,
         data_mode: str = "auto",
     ):
         import torch
@@ -149,11 +171,14 @@ class Run:
         self.context = distributed.from_environment()
         self.device = distributed.device_for(self.context, devices.resolve(device))
         distributed.join(self.context, self.device)
-        self.precision = Precision(precision, self.device)
-        self.memory_format = memory_format
         self.shard = {"rank": self.context.rank, "world": self.context.world} if self.context.active else {}
 
         state = self.state = checkpoint.load(resume, plugin=plugin.name, training=True) if resume is not None else None
+        options = resolve_options(state, resume, precision=precision, compile=compile, channels_last=memory_format)
+        self.options = options
+        self.precision = Precision(options["precision"], self.device)
+        self.memory_format = memory_format = options["channels_last"]
+        compile = options["compile"]
         if state is not None:
             if seed is not None and seed != int(state.get("seed", 0)):
                 raise UsageError(f"--resume keeps the checkpoint's seed {state.get('seed')}; only --epochs may change (got --seed {seed})")
@@ -473,6 +498,7 @@ class Run:
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedules": {n: s.scheduler.state_dict() for n, s in self.schedules.items()},
             "scaler": self.precision.state_dict(),
+            "options": dict(self.options),
             **own,
             "metrics": record,
         }
