@@ -196,7 +196,11 @@ def _check_input(plugin: Plugin, spec: Any, config: Any) -> list[str]:
     expected = input_spec(plugin, config)
     if not isinstance(spec, Mapping) or not isinstance(spec.get("normalization"), str) or not spec.get("normalization"):
         return [f"meta 'input' must be {{'shape', 'value_range', 'normalization'}}, e.g. {expected}"]
-    if list(spec.get("shape", [])) != expected["shape"] or [float(v) for v in spec.get("value_range", [])] != expected["value_range"]:
+    if "tensors" in expected:  # not images (token windows): the requested tensors as data
+        same = spec.get("tensors") == expected["tensors"]
+    else:
+        same = list(spec.get("shape", [])) == expected["shape"] and [float(v) for v in spec.get("value_range", [])] == expected["value_range"]
+    if not same:
         return [f"meta 'input' {dict(spec)} disagrees with the plugin's data request for this config {expected}"]
     return []
 
