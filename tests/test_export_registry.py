@@ -29,6 +29,9 @@ def test_builtin_formats_and_runtimes_are_registered_like_a_third_partys():
         fmt = entry.obj
         assert fmt.default_exporter in fmt.exporters
     assert zformat.get("onnx").exporters == {"dynamo": "torch.export", "torchscript": "torchscript"}
+    pt2 = zformat.get("pt2")
+    assert set(pt2.exporters) == set(pt2.inductor_options) == {"aotinductor", "aotinductor-nchw"}
+    assert pt2.inductor_options["aotinductor-nchw"] == {"layout_optimization": False}
     assert zruntime.get("cpp").formats == ("torchscript", "pt2") and zruntime.get("node").formats == ("onnx",)
     assert zruntime.get("python").runs("pt2") and not zruntime.get("node").runs("torchscript")
     with pytest.raises(UsageError, match="unknown format 'tflite'"):

@@ -147,7 +147,9 @@ def test_a_checkpoint_is_judged_on_the_data_it_was_trained_on(zoo, tmp_path):
     args = ("--hidden", "8", "--embedding", "4", "--layers", "1", "--block-size", "16", "--batch-size", "8", "--max-steps", "2")
     assert zoo("train", "rnn", "--data", f"text:{corpus}", *args, "--out", run, "--progress", "none").exit_code == 0
     out = tmp_path / "out"
-    r = zoo("export", "rnn", "--checkpoint", run / "last.pt", "--target", "logits", "--onnx", "--device", "cpu", "--no-latency", "--out", out)
+    r = zoo(
+        "export", "rnn", "--checkpoint", run / "last.pt", "--target", "logits", "--onnx", "--device", "cpu", "--no-latency", "--out", out
+    )
     assert r.exit_code == 0, r
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["task_data"] == f"text:{corpus}"
@@ -155,7 +157,9 @@ def test_a_checkpoint_is_judged_on_the_data_it_was_trained_on(zoo, tmp_path):
     assert row["passed"] is True and row["samples"] > 0  # not skipped for another vocabulary
     # The corpus moved away: the rows are skipped with the reason, the export still passes.
     corpus.rename(tmp_path / "moved.txt")
-    r = zoo("export", "rnn", "--checkpoint", run / "last.pt", "--target", "logits", "--onnx", "--device", "cpu", "--no-latency", "--out", out)
+    r = zoo(
+        "export", "rnn", "--checkpoint", run / "last.pt", "--target", "logits", "--onnx", "--device", "cpu", "--no-latency", "--out", out
+    )
     assert r.exit_code == 0, r
     (row,) = json.loads((out / "export.json").read_text())["task_parity"]
     assert row["status"] == "skipped" and "could not be loaded" in row["reason"] and "--data" in row["reason"]

@@ -17,6 +17,8 @@
 
 #include <torch/version.h>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -390,6 +392,14 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(__GLIBC__)
+  // Keep freed memory for the next call instead of handing it back to the kernel: a model
+  // allocates the same intermediate buffers every call, and glibc's defaults mmap and
+  // unmap them each time (page faults on every run: an AOTInductor .pt2 of dcgan took
+  // 0.93 ms a call that way, 0.57 ms this way). What an inference server does with jemalloc.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+#endif
   try {
     return run(parse_args(argc, argv));
   } catch (const UsageError& e) {

@@ -199,7 +199,9 @@ def _check_input(plugin: Plugin, spec: Any, config: Any) -> list[str]:
     if "tensors" in expected:  # not images (token windows): the requested tensors as data
         same = spec.get("tensors") == expected["tensors"]
     else:
-        same = list(spec.get("shape", [])) == expected["shape"] and [float(v) for v in spec.get("value_range", [])] == expected["value_range"]
+        same = (
+            list(spec.get("shape", [])) == expected["shape"] and [float(v) for v in spec.get("value_range", [])] == expected["value_range"]
+        )
     if not same:
         return [f"meta 'input' {dict(spec)} disagrees with the plugin's data request for this config {expected}"]
     return []
