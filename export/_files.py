@@ -13,8 +13,8 @@ from pathlib import Path
 @contextlib.contextmanager
 def atomic_file(final: Path) -> Iterator[Path]:
     """A path with `final`'s name inside a fresh hidden directory beside it; renamed
-    onto `final` when the block succeeds, removed when it fails. Keeping the real
-    name matters for `.pt2`: the package's inner folder is named after the file."""
+    onto `final` when the block succeeds, removed when it fails (a writer that names
+    things after its file sees the real name)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     tmp = tmpdir / final.name

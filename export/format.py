@@ -117,6 +117,9 @@ class Format:
     # Calls per parity check in process: a runtime that re-optimises after its first
     # calls (TorchScript's profiling executor) is checked in its steady state too.
     parity_runs: int = 1
+    # Bytes a file takes beyond the target's weights (code, graph, compiled kernels): with
+    # the weights, what `zoo export` checks is free before it writes anything.
+    size_overhead: int = 256 << 10
 
     def file_name(self, target: str, device: str = "cpu") -> str:
         return f"{target}.{self.name}"

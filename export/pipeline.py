@@ -82,17 +82,55 @@ def claim_out_dir(out_dir: Path, plugin: Plugin, source: Any, overwrite: bool, l
     log(f"--overwrite: removed the previous export in {out_dir} ({removed} files)")
 
 
-def _remove_if_empty(directory: Path) -> None:
-    """Remove a directory this export created, if it holds nothing but zoo's lock file."""
-    from zoo import locks
+def _check_room(
+    out_dir: Path, model: Any, chosen: list[ExportTarget], fmts: list[zformat.Format], device_plan: Any, overwrite: bool
+) -> None:
+    """Refuse before anything is written when the files cannot fit: each artifact takes
+    about its target's weights plus its format's overhead. Files of an export that
+    --overwrite removes count as room; an export added to keeps its files until each new
+    one is complete, so there they do not."""
+    from zoo import checkpoint
 
-    try:
-        leftover = [p for p in directory.iterdir() if p.name != locks.LOCK_FILE]
-        if not leftover:
-            (directory / locks.LOCK_FILE).unlink(missing_ok=True)
-            directory.rmdir()
-    except OSError:
-        pass
+    free = checkpoint.free_bytes(out_dir)
+    if free is None:
+        return
+    needed = 1 << 20  # export.json, test vectors
+    for target in chosen:
+        module = target.module(model)
+        weights = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+        for fmt in fmts:
+            if fmt.name in target.skip_formats:
+                continue
+            copies = sum(1 for _name, _dev, skip in device_plan if skip is None) if fmt.per_device else 1
+            needed += copies * (weights + fmt.size_overhead)
+    reclaimed = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) if overwrite else 0
+    if free + reclaimed < needed:
+        raise checkpoint.disk_full(out_dir, needed, free, done="nothing was written")
+
+
+def _raise_if_out_of_space(exc: BaseException, path: Path) -> None:
+    """A format's writer that ran out of room, as the one-line DiskFull error."""
+    from zoo import checkpoint
+    from zoo.errors import DiskFull
+
+    if isinstance(exc, DiskFull):
+        return
+    free = checkpoint.free_bytes(path.parent)
+    if checkpoint.out_of_space(exc, free):
+        have = f"the {free / 1e6:.1f} MB free there" if free is not None else "what is free there"
+        raise DiskFull(
+            f"no space left to write {path}: it needs more than {have}; no partial file was left and the files already "
+            "there are as they were (an artifact is renamed into place only when complete; free some space and run the command again)"
+        ) from None
+
+
+def _remove_created(directory: Path) -> None:
+    """Remove the directory a failed first export created: everything in it (test vectors,
+    finished artifacts of other formats, the lock) was written by this export, under its
+    lock, and is no export without its export.json."""
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _target_io(
@@ -173,6 +211,7 @@ def export(
     out_dir = prepare_out_dir(out_dir)
     try:
         with locks.hold(out_dir, f"zoo export {plugin.name}"):
+            _check_room(out_dir, model, chosen, fmts, device_plan, overwrite)
             claim_out_dir(out_dir, plugin, source, overwrite, log)
             return _export_into(
                 plugin,
@@ -195,7 +234,7 @@ def export(
             )
     except BaseException:
         if created:
-            _remove_if_empty(out_dir)  # a failed first export leaves no directory behind
+            _remove_created(out_dir)  # a failed first export leaves no directory behind
         raise
 
 
@@ -255,7 +294,11 @@ def _export_into(
             for device_name, device in devices:
                 path = out_dir / fmt.file_name(target.name, device_name)
                 started = time.perf_counter()
-                final = fmt.export(job, path, device)
+                try:
+                    final = fmt.export(job, path, device)
+                except Exception as exc:
+                    _raise_if_out_of_space(exc, path)
+                    raise
                 training = fmt.training_ops(job, path, device)
                 if training:  # an inference graph must be a pure function of its inputs
                     path.unlink(missing_ok=True)

@@ -56,8 +56,16 @@ def _npy_bytes(array: numpy.ndarray) -> bytes:
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        from zoo import checkpoint
+
+        if checkpoint.out_of_space(exc, checkpoint.free_bytes(path.parent)):
+            raise checkpoint.disk_full(path, len(data), done="the files already there are as they were") from None
+        raise
 
 
 def _close(old: numpy.ndarray, new: numpy.ndarray, rtol: float, atol: float) -> bool:

@@ -898,3 +898,54 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(zoo, small_disk):
     r = zoo("train", "vae", "--epochs", "1", "--out", small_disk / "run2", "--progress", "none")
     one_line_error(r, 1, "no space left to write")
     assert not (small_disk / "run2").exists()
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Take all but about `leave` bytes of the small filesystem with a file of its own."""
+    free = shutil.disk_usage(disk).free
+    with open(disk / "filler", "wb") as fh:
+        fh.write(b"\0" * max(0, free - leave))
+
+
+def test_a_full_disk_refuses_export_and_weights_in_one_line_and_keeps_what_was_there(zoo, small_disk, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert zoo("train", "vae", "--max-steps", "1", "--out", run, "--progress", "none").exit_code == 0
+    out = small_disk / "exp"
+    args = ("--random-init", "--no-latency", "--no-task-parity", "--out", out)
+    assert zoo("export", "linear", *args).exit_code == 0
+    before = snapshot(out)
+    _fill(small_disk, 2 << 20)
+    # vae's two targets in two formats need ~11 MB: refused before anything is written, and
+    # --overwrite does not remove the export it would replace.
+    r = zoo("export", "vae", *args, "--overwrite")
+    line = one_line_error(r, 1, "no space left to write", str(out), "needs about", "free there", "nothing was written")
+    assert snapshot(out) == before, line
+    assert zoo("verify", out).exit_code == 0
+    # The same when the check before writing is fooled (a format that underestimates its
+    # files): the writer runs out of room mid-file, and still nothing is lost or left.
+    from zoo.export import format as zformat
+
+    for fmt in zformat.installed():
+        monkeypatch.setattr(fmt, "size_overhead", -(1 << 30))
+    r = zoo("export", "vae", "--random-init", "--no-latency", "--no-task-parity", "--out", small_disk / "exp3")
+    one_line_error(r, 1, "no space left to write", str(small_disk / "exp3"), "needs more than", "no partial file was left")
+    assert not (small_disk / "exp3").exists() and snapshot(out) == before
+    monkeypatch.undo()
+    # A new export directory: none is left behind.
+    r = zoo("export", "vae", "--random-init", "--no-latency", "--no-task-parity", "--out", small_disk / "exp2")
+    one_line_error(r, 1, "no space left to write")
+    assert not (small_disk / "exp2").exists()
+    # weights import (2.6 MB of float32) into a home on the full disk.
+    monkeypatch.setenv("ZOO_HOME", str(small_disk / "home"))
+    from zoo import get_plugin
+    from zoo.weights.entries import package_file
+
+    packaged = package_file(get_plugin("vae"), get_plugin("vae").get_weights("DIGITS_V1").source)
+    r = zoo("weights", "import", "vae", packaged, "--dtype", "float32", "--name", "big")
+    one_line_error(r, 1, "no space left to write", "needs about 2.6 MB", "nothing was changed")
+    assert not [p for p in (small_disk / "home").rglob("*") if p.is_file()]
+    # weights export of a run (trained off the small disk, before) onto it.
+    r = zoo("weights", "export", "vae", "--checkpoint", run, "--out", small_disk / "w")
+    one_line_error(r, 1, "no space left to write", "nothing was changed")
+    assert not [p for p in small_disk.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+    assert not (small_disk / "w").exists() or not list((small_disk / "w").iterdir())

@@ -32,7 +32,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     if size_hint is not None:
         free = _free(path.parent)
         if free is not None and free < size_hint:
-            raise _disk_full(path, size_hint, free)
+            raise disk_full(path, size_hint, free)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600; give the file the permissions an ordinary open() would.
@@ -51,11 +51,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             os.unlink(tmp)
         except FileNotFoundError:
             written = 0
-        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        if full or (isinstance(exc, (OSError, RuntimeError)) and free is not None and free < DISK_FULL_SLACK):
-            raise _disk_full(path, max(size_hint or 0, written + DISK_FULL_SLACK), _free(path.parent)) from None
+        if out_of_space(exc, free):
+            raise disk_full(path, max(size_hint or 0, written + DISK_FULL_SLACK), _free(path.parent)) from None
         raise
     return path
+
+
+def out_of_space(exc: BaseException, free: int | None) -> bool:
+    """Whether a failed write ran out of room: ENOSPC/EDQUOT, or any I/O error with under
+    DISK_FULL_SLACK free (torch's and onnx's writers re-raise ENOSPC as other errors)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, (OSError, RuntimeError, ValueError)) and free is not None and free < DISK_FULL_SLACK
+
+
+def free_bytes(directory: str | os.PathLike) -> int | None:
+    """Free bytes on `directory`'s filesystem (None when it cannot be asked)."""
+    return _free(Path(directory))
+
+
+def disk_full(path: str | os.PathLike, needed: int, free: int | None = None, done: str = "nothing was changed") -> Exception:
+    """The one-line DiskFull error for `path`: what it needs, what is free, what was kept."""
+    from zoo.errors import DiskFull
+
+    free = _free(Path(path).parent) if free is None else free
+    have = f"{_mb(free)} free" if free is not None else "the free space is unknown"
+    return DiskFull(
+        f"no space left to write {path}: it needs about {_mb(needed)}, {have} there; {done} (free some space and run the command again)"
+    )
 
 
 # Below this much free space, a failed write is taken to have run out of room (torch's
@@ -68,16 +91,6 @@ def _free(directory: Path) -> int | None:
         return shutil.disk_usage(directory).free
     except OSError:
         return None
-
-
-def _disk_full(path: Path, needed: int, free: int | None) -> Exception:
-    from zoo.errors import DiskFull
-
-    have = f"{_mb(free)} free" if free is not None else "the free space is unknown"
-    return DiskFull(
-        f"no space left to write {path}: it needs about {_mb(needed)}, {have} there; "
-        f"nothing was changed (free some space and run the command again)"
-    )
 
 
 def _mb(n: int) -> str:

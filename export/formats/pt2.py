@@ -6,6 +6,7 @@ so a plain `zoo export` leaves it out."""
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -31,6 +32,7 @@ class Pt2(Format):
     in_default_export = False
     order = 30
     per_device = True
+    size_overhead = 4 << 20  # the compiled shared library and its sources (~1.7 MB for dcgan)
     record_keys = ("device",)
     latency_name = "aotinductor"
 
@@ -51,16 +53,21 @@ class Pt2(Format):
         try:
             # Compiled with TF32 off: Inductor fixes the matmul precision of its kernels at
             # compile time, and parity is an fp32 promise.
-            with strict_fp32(device.type), atomic_file(path) as tmp, quiet():
+            # Packaged in memory, written by Python: torch's zip writer aborts the process
+            # when the disk fills under it; a Python write raises ENOSPC like any other.
+            buffer = io.BytesIO()
+            with strict_fp32(device.type), quiet():
                 torch._inductor.aoti_compile_and_package(
                     program,
-                    package_path=str(tmp),
+                    package_path=buffer,
                     inductor_configs={"aot_inductor.metadata": {zmeta.METADATA_KEY: zmeta.dumps(metadata)}, **self.inductor_options[how]},
                 )
         except ZooError:
             raise
         except Exception as exc:
             raise ZooError(f"AOTInductor compile of target {job.target.name!r} for {device.type} failed: {one_line(exc)}") from None
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
         return metadata
 
     def training_ops(self, job: ExportJob, path: Path, device: Any) -> list[str]:

@@ -3,6 +3,7 @@ file, with `zoo.json` as an extra file. Runs in Python and in libtorch C++ (zoo-
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,13 @@ class TorchScript(Format):
             else:
                 hint = "; make it scriptable, or declare ExportTarget(trace=True) if tracing is faithful"
             raise ZooError(f"torch.jit.{how} of target {target.name!r} failed: {one_line(exc)}{hint}") from None
-        with atomic_file(path) as tmp, quiet():
-            torch.jit.save(compiled, str(tmp), _extra_files={zmeta.METADATA_KEY: zmeta.dumps(metadata)})
+        # Serialised in memory, written by Python: torch's zip writer aborts the process
+        # when the disk fills under it; a Python write raises ENOSPC like any other.
+        buffer = io.BytesIO()
+        with quiet():
+            torch.jit.save(compiled, buffer, _extra_files={zmeta.METADATA_KEY: zmeta.dumps(metadata)})
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
         return metadata
 
     def training_ops(self, job: ExportJob, path: Path, device: Any) -> list[str]:

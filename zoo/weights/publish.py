@@ -93,7 +93,7 @@ def write_verified(data: bytes, path: Path) -> str:
     from zoo import checkpoint
 
     sha = hashlib.sha256(data).hexdigest()
-    checkpoint.atomic_write(path, lambda fh: fh.write(data))
+    checkpoint.atomic_write(path, lambda fh: fh.write(data), size_hint=len(data))
     # mkstemp makes files 0600; weights are meant to be shared (packaged, hosted, cached).
     umask = os.umask(0)
     os.umask(umask)
