@@ -115,7 +115,8 @@ class CGANTrainer(Trainer):
         real, label = batch["image"], batch["label"]
         z = torch.rand(real.shape[0], self.config.latent_dim, device=self.device)
         fake = self.model.generator(z, label)  # fakes of the batch's own classes
-        return adversarial_step(self, lambda images: self.model.discriminator(images, label), real, fake, optimizers)
+        discriminator = self.model.discriminator
+        return adversarial_step(self, lambda images: discriminator(images, label), real, fake, optimizers, d_module=discriminator)
 
     def evaluate(self, batches):
         gen = torch.Generator().manual_seed(0)

@@ -125,12 +125,18 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def adversarial_step(
-    trainer: Trainer, discriminator: Any, real: torch.Tensor, fake: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer]
+    trainer: Trainer,
+    discriminator: Any,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    optimizers: dict[str, torch.optim.Optimizer],
+    d_module: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """One discriminator update then one generator update on the same fakes (still
     attached to the generator's graph), as in Algorithm 1 of Goodfellow et al. with
-    k = 1. `discriminator` is a callable (conditional models bind the label in); the
-    trainer's `backward` and `step` scale the losses under fp16. Returns the logged losses."""
+    k = 1. `discriminator` is a callable (conditional models bind the label in; then
+    `d_module` is the module it runs); the trainer's `backward` and `step` scale the
+    losses under fp16. Returns the logged losses."""
     real_logits = discriminator(real)
     fake_logits = discriminator(fake.detach())  # no generator gradients from D's update
     loss_d = discriminator_losses(real_logits, fake_logits)
@@ -138,9 +144,12 @@ def adversarial_step(
     trainer.backward(loss_d)
     trainer.step(optimizers["discriminator"])
 
-    loss_g = generator_loss(discriminator(fake))  # D just updated, as in pytorch/examples dcgan
-    optimizers["generator"].zero_grad(set_to_none=True)
-    trainer.backward(loss_g)
+    # G's step passes through D (just updated, as in pytorch/examples dcgan); D's own
+    # gradients from it would be discarded, so they are not computed (nor synchronised).
+    with trainer.frozen(d_module if d_module is not None else discriminator):
+        loss_g = generator_loss(discriminator(fake))
+        optimizers["generator"].zero_grad(set_to_none=True)
+        trainer.backward(loss_g)
     trainer.step(optimizers["generator"])
     return {
         "loss_d": loss_d.detach(),

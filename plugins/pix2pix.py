@@ -322,7 +322,6 @@ class Pix2PixTrainer(Trainer):
 
         # Discriminator: real pairs -> 1, fake pairs -> 0; the objective is halved so D
         # learns more slowly than G (paper 3.3).
-        discriminator.requires_grad_(True)
         opt_d = optimizers["discriminator"]
         opt_d.zero_grad(set_to_none=True)
         logits_fake = discriminator(torch.cat([source, fake.detach()], 1))
@@ -335,16 +334,15 @@ class Pix2PixTrainer(Trainer):
 
         # Generator: fool the updated D (the non-saturating log D(x, G(x)) of the paper)
         # and stay close to the target in L1. D's weights need no gradients here.
-        discriminator.requires_grad_(False)
         opt_g = optimizers["generator"]
-        opt_g.zero_grad(set_to_none=True)
-        logits = discriminator(torch.cat([source, fake], 1))
-        loss_g_gan = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-        loss_g_l1 = F.l1_loss(fake, target)
-        loss_g = loss_g_gan + self.config.lambda_l1 * loss_g_l1
-        self.backward(loss_g)
+        with self.frozen(discriminator):
+            opt_g.zero_grad(set_to_none=True)
+            logits = discriminator(torch.cat([source, fake], 1))
+            loss_g_gan = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            loss_g_l1 = F.l1_loss(fake, target)
+            loss_g = loss_g_gan + self.config.lambda_l1 * loss_g_l1
+            self.backward(loss_g)
         self.step(opt_g)
-        discriminator.requires_grad_(True)
         return {
             "loss_d": loss_d.detach(),
             "loss_d_real": loss_d_real.detach(),

@@ -314,3 +314,24 @@ def test_every_plugin_resumes_mid_epoch_bit_identically(zoo, name, tmp_path):
     assert load(tmp_path / "split")["epoch_complete"] is False  # really in the middle of an epoch
     train(zoo, name, "--max-steps", 5, "--resume", tmp_path / "split" / "last.pt")
     assert_same_state(load(tmp_path / "split"), load(tmp_path / "straight"))
+
+
+def test_trainer_frozen_passes_gradients_through_a_module_without_computing_its_own():
+    import torch
+
+    from zoo import Trainer
+
+    torch.manual_seed(0)
+    inner = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    inner[1].bias.requires_grad_(False)  # frozen before: stays frozen after
+    trainer = Trainer(inner, None, torch.device("cpu"))
+    x = torch.randn(5, 3, requires_grad=True)
+    with trainer.frozen(inner):
+        inner(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in inner.parameters())
+    assert [p.requires_grad for p in inner.parameters()] == [True, True, True, False]
+    # The same gradient reaches the input as without freezing.
+    y = x.detach().clone().requires_grad_(True)
+    inner(y).sum().backward()
+    assert torch.equal(x.grad, y.grad) and inner[0].weight.grad is not None

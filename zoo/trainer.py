@@ -20,6 +20,8 @@ run computes, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +116,28 @@ class Trainer:
             self._scaler.step(optimizer)
         else:
             optimizer.step()
+
+    @contextlib.contextmanager
+    def frozen(self, *modules: nn.Module) -> Iterator[None]:
+        """Inside, `modules` take no gradients for their own parameters; their inputs still
+        do. For a step that only passes through a module (a GAN's generator step through
+        the discriminator, as the pix2pix reference's `set_requires_grad(netD, False)`):
+        the gradients that would be thrown away are not computed and, under data
+        parallelism, not synchronised. Run the forward and the backward inside.
+        Parameters frozen before stay frozen after."""
+        with contextlib.ExitStack() as stack:
+            for module in modules:
+                no_sync = getattr(module, "no_sync", None)  # DistributedDataParallel's
+                if callable(no_sync):
+                    stack.enter_context(no_sync())
+            thawed = [p for module in modules for p in module.parameters() if p.requires_grad]
+            for p in thawed:
+                p.requires_grad_(False)
+            try:
+                yield
+            finally:
+                for p in thawed:
+                    p.requires_grad_(True)
 
     def clip_grad_norm(self, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
         """Clip the gradients `optimizer` will apply to norm `max_norm` (unscaled first under fp16)."""
