@@ -33,7 +33,8 @@ DEPTHS = (20, 32, 44, 56, 110)
 
 @dataclass
 class ResNetConfig(OptimizerOptions, TrainConfig):
-    # Measured on the bundled digits: see the README's classifier table.
+    # Measured on the bundled digits (python benchmarks/classifier_peers.py): depth 20 reaches val
+    # accuracy 0.9967 in about 5 minutes on 2 cores (convnet's DEFAULT: 0.9933).
     epochs: int = hparam(30, "passes over the training split (the paper: 64k iterations of 128 on CIFAR-10)")
     batch_size: int = hparam(128, "images per step (He et al. 2015: 128)")
     lr: float = hparam(0.1, "peak SGD learning rate (He et al. 2015: 0.1)")
