@@ -28,3 +28,11 @@ def atomic_file(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def write_atomically(final: Path, data: bytes | memoryview) -> None:
+    """Bytes serialised in memory, written to `final` through `atomic_file` by Python.
+    torch's zip writer aborts the process when the disk fills under it (TorchScript,
+    .pt2); a Python write raises ENOSPC like any other error, and leaves no partial file."""
+    with atomic_file(final) as tmp:
+        tmp.write_bytes(data)

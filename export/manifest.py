@@ -174,10 +174,16 @@ def row(
         "status": "skipped",
         "reason": "",
     }
-    out.update(fields)
-    if out["passed"] is not None:
-        out["status"] = "passed" if out["passed"] else "failed"
-    return out
+    return with_status(out, fields)
+
+
+def with_status(row: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """`row` updated with `fields`, its `status` following `passed` (None: skipped).
+    Parity rows and task-parity rows alike."""
+    row.update(fields)
+    if row["passed"] is not None:
+        row["status"] = "passed" if row["passed"] else "failed"
+    return row
 
 
 def skipped_rows(

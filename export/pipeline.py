@@ -97,7 +97,7 @@ def _check_room(
     needed = 1 << 20  # export.json, test vectors
     for target in chosen:
         module = target.module(model)
-        weights = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+        weights = checkpoint.state_bytes(module.state_dict())
         for fmt in fmts:
             if fmt.name in target.skip_formats:
                 continue

@@ -17,6 +17,7 @@ from typing import Any
 
 from zoo.errors import UsageError, ZooError
 from zoo.export import runtime as zruntime
+from zoo.export.manifest import with_status
 from zoo.export.parity_runner import DevicePlan, record_format, runs_on
 from zoo.plugin import ExportTarget, Plugin
 from zoo.tasks import Measure, TaskCheck, TaskContext
@@ -48,10 +49,7 @@ def row(target: str, fmt: str, runtime: str, device: str, check: TaskCheck, **fi
         "status": "skipped",
         "reason": "",
     }
-    out.update(fields)
-    if out["passed"] is not None:
-        out["status"] = "passed" if out["passed"] else "failed"
-    return out
+    return with_status(out, fields)
 
 
 def overall_passed(rows: Sequence[dict[str, Any]]) -> bool:

@@ -17,7 +17,6 @@ lists them in each artifact's record and `zoo verify` refuses one whose bytes ch
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,21 +52,6 @@ def _npy_bytes(array: numpy.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    except BaseException as exc:
-        partial.unlink(missing_ok=True)
-        from zoo import checkpoint
-
-        if checkpoint.out_of_space(exc, checkpoint.free_bytes(path.parent)):
-            raise checkpoint.disk_full(path, len(data), done="the files already there are as they were") from None
-        raise
-
-
 def _close(old: numpy.ndarray, new: numpy.ndarray, rtol: float, atol: float) -> bool:
     """Whether an existing output vector still stands for `new` (the parity rule)."""
     import numpy as np
@@ -96,6 +80,8 @@ def save(
 
     import numpy as np
 
+    from zoo import checkpoint
+
     base = Path(DIRECTORY) / _file_name(target, 0, "target")
     encoded = {kind: {name: _npy_bytes(a) for name, a in arrays.items()} for kind, arrays in (("inputs", inputs), ("outputs", outputs))}
     planned = {
@@ -122,7 +108,7 @@ def save(
         for name, rel in planned[kind]:
             data = (directory / rel).read_bytes() if keep else encoded[kind][name]
             if not keep:
-                _write_atomic(directory / rel, data)
+                checkpoint.atomic_write(directory / rel, lambda fh, data=data: fh.write(data), size_hint=len(data))
             array = np.asarray(arrays[name])
             entries.append(
                 {

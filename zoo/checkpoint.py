@@ -30,7 +30,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if size_hint is not None:
-        free = _free(path.parent)
+        free = free_bytes(path.parent)
         if free is not None and free < size_hint:
             raise disk_full(path, size_hint, free)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,14 +45,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        free = _free(path.parent)  # before the temp file goes: a full disk shows as ~0 free
+        free = free_bytes(path.parent)  # before the temp file goes: a full disk shows as ~0 free
         try:
             written = os.path.getsize(tmp)
             os.unlink(tmp)
         except FileNotFoundError:
             written = 0
         if out_of_space(exc, free):
-            raise disk_full(path, max(size_hint or 0, written + DISK_FULL_SLACK), _free(path.parent)) from None
+            raise disk_full(path, max(size_hint or 0, written + DISK_FULL_SLACK), free_bytes(path.parent)) from None
         raise
     return path
 
@@ -65,16 +65,11 @@ def out_of_space(exc: BaseException, free: int | None) -> bool:
     return isinstance(exc, (OSError, RuntimeError, ValueError)) and free is not None and free < DISK_FULL_SLACK
 
 
-def free_bytes(directory: str | os.PathLike) -> int | None:
-    """Free bytes on `directory`'s filesystem (None when it cannot be asked)."""
-    return _free(Path(directory))
-
-
 def disk_full(path: str | os.PathLike, needed: int, free: int | None = None, done: str = "nothing was changed") -> Exception:
     """The one-line DiskFull error for `path`: what it needs, what is free, what was kept."""
     from zoo.errors import DiskFull
 
-    free = _free(Path(path).parent) if free is None else free
+    free = free_bytes(Path(path).parent) if free is None else free
     have = f"{_mb(free)} free" if free is not None else "the free space is unknown"
     return DiskFull(
         f"no space left to write {path}: it needs about {_mb(needed)}, {have} there; {done} (free some space and run the command again)"
@@ -86,7 +81,8 @@ def disk_full(path: str | os.PathLike, needed: int, free: int | None = None, don
 DISK_FULL_SLACK = 1 << 20
 
 
-def _free(directory: Path) -> int | None:
+def free_bytes(directory: str | os.PathLike) -> int | None:
+    """Free bytes on `directory`'s filesystem (None when it cannot be asked)."""
     try:
         return shutil.disk_usage(directory).free
     except OSError:

@@ -14,7 +14,7 @@ from typing import Any
 
 from zoo.errors import ZooError
 from zoo.export import metadata as zmeta
-from zoo.export._files import atomic_file
+from zoo.export._files import write_atomically
 from zoo.export._quiet import one_line, quiet
 from zoo.export.format import ExportJob, Format, Loaded, Probe
 
@@ -53,9 +53,7 @@ class Pt2(Format):
         try:
             # Compiled with TF32 off: Inductor fixes the matmul precision of its kernels at
             # compile time, and parity is an fp32 promise.
-            # Packaged in memory, written by Python: torch's zip writer aborts the process
-            # when the disk fills under it; a Python write raises ENOSPC like any other.
-            buffer = io.BytesIO()
+            buffer = io.BytesIO()  # packaged in memory: see write_atomically
             with strict_fp32(device.type), quiet():
                 torch._inductor.aoti_compile_and_package(
                     program,
@@ -66,8 +64,7 @@ class Pt2(Format):
             raise
         except Exception as exc:
             raise ZooError(f"AOTInductor compile of target {job.target.name!r} for {device.type} failed: {one_line(exc)}") from None
-        with atomic_file(path) as tmp:
-            tmp.write_bytes(buffer.getbuffer())
+        write_atomically(path, buffer.getbuffer())
         return metadata
 
     def training_ops(self, job: ExportJob, path: Path, device: Any) -> list[str]:

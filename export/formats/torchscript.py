@@ -10,7 +10,7 @@ from typing import Any
 
 from zoo.errors import ZooError
 from zoo.export import metadata as zmeta
-from zoo.export._files import atomic_file
+from zoo.export._files import write_atomically
 from zoo.export._quiet import one_line, quiet
 from zoo.export.format import ExportJob, Format, Loaded, Probe
 
@@ -46,13 +46,10 @@ class TorchScript(Format):
             else:
                 hint = "; make it scriptable, or declare ExportTarget(trace=True) if tracing is faithful"
             raise ZooError(f"torch.jit.{how} of target {target.name!r} failed: {one_line(exc)}{hint}") from None
-        # Serialised in memory, written by Python: torch's zip writer aborts the process
-        # when the disk fills under it; a Python write raises ENOSPC like any other.
-        buffer = io.BytesIO()
+        buffer = io.BytesIO()  # in memory: see write_atomically
         with quiet():
             torch.jit.save(compiled, buffer, _extra_files={zmeta.METADATA_KEY: zmeta.dumps(metadata)})
-        with atomic_file(path) as tmp:
-            tmp.write_bytes(buffer.getbuffer())
+        write_atomically(path, buffer.getbuffer())
         return metadata
 
     def training_ops(self, job: ExportJob, path: Path, device: Any) -> list[str]:
